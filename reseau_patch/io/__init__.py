@@ -1,0 +1,1 @@
+"""The Reseau engine: event loop, sockets, channel pipeline, bootstraps (no greenlets here)."""

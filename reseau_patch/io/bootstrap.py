@@ -1,0 +1,229 @@
+"""Client and server bootstraps: from an address to a channel with handlers installed.
+
+Contract (both bootstraps):
+
+* Every callback runs on the bootstrap's loop thread.
+* ``on_setup(channel, None)`` or ``on_setup(None, error)`` runs **exactly once** per
+  connection; ``on_shutdown(channel, error)`` follows only after a successful setup.
+* The pipeline is ``SocketHandler`` → ``handler_factory(channel)`` (the application
+  handler, rightmost). The application handler is installed before the first byte is read,
+  so nothing is lost between connect and setup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .channel import Channel, ChannelHandler
+from .event_loop import EventLoop
+from .resolver import Resolver, default_resolver
+from .socket import Socket, SocketDomain, SocketOptions, check_port
+from .socket_handler import SocketHandler
+
+__all__ = ["ClientBootstrap", "ServerBootstrap", "ServerListener"]
+
+SetupCallback = Callable[[Channel | None, BaseException | None], Any]
+ShutdownCallback = Callable[[Channel, BaseException | None], Any]
+HandlerFactory = Callable[[Channel], ChannelHandler]
+
+
+def _family_domain(family: int) -> SocketDomain:
+    return SocketDomain(family)
+
+
+def _build_channel(loop: EventLoop, sock: Socket, factory: HandlerFactory, back_pressure: bool,
+                   on_shutdown: ShutdownCallback | None) -> Channel:
+    channel = Channel(loop, back_pressure=back_pressure, on_shutdown=on_shutdown)
+    channel.activate()
+    handler = SocketHandler(sock)
+    channel.add_handler(handler)
+    channel.add_handler(factory(channel))
+    channel.trigger_read()
+    return channel
+
+
+class ClientBootstrap:
+    """Resolve, then try each address in turn until one connects (Happy Eyeballs comes
+    with the resolver issue); the last error is reported if none does."""
+
+    def __init__(self, loop: EventLoop, *, resolver: Resolver | None = None,
+                 socket_options: SocketOptions | None = None,
+                 back_pressure: bool = False) -> None:
+        self.loop = loop
+        self.resolver = resolver or default_resolver()
+        self.socket_options = socket_options or SocketOptions()
+        self.back_pressure = back_pressure
+
+    def connect(self, host: str, port: int, handler_factory: HandlerFactory,
+                on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None) -> None:
+        """Start connecting (any thread). For a unix path, pass it as ``host`` with port 0
+        and ``SocketOptions(domain=LOCAL)``."""
+        if self.socket_options.domain is not SocketDomain.LOCAL:
+            check_port(port)
+        if self.loop.is_loop_thread():
+            self._start(host, port, handler_factory, on_setup, on_shutdown)
+        else:
+            self.loop.post(self._start, host, port, handler_factory, on_setup, on_shutdown)
+
+    def connect_addresses(self, addresses: list[tuple[int, object]],
+                          handler_factory: HandlerFactory, on_setup: SetupCallback,
+                          on_shutdown: ShutdownCallback | None = None) -> None:
+        """Connect to the first working address of an already resolved list (loop-only)."""
+        self.loop._check_thread("ClientBootstrap.connect_addresses")
+        _Attempts(self, list(addresses), handler_factory, on_setup, on_shutdown).next(None)
+
+    def _start(self, host: str, port: int, factory: HandlerFactory, on_setup: SetupCallback,
+               on_shutdown: ShutdownCallback | None) -> None:
+        if self.socket_options.domain is SocketDomain.LOCAL:
+            self.connect_addresses([(int(SocketDomain.LOCAL), host)], factory, on_setup,
+                                   on_shutdown)
+            return
+
+        def resolved(addresses: list | None, err: BaseException | None) -> None:
+            if err is not None or not addresses:
+                on_setup(None, err)
+                return
+            _Attempts(self, addresses, factory, on_setup, on_shutdown).next(None)
+
+        try:
+            self.resolver.resolve(self.loop, host, port, resolved)
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            on_setup(None, exc)
+
+
+class _Attempts:
+    """Sequential connection attempts over an address list."""
+
+    def __init__(self, boot: ClientBootstrap, addresses: list, factory: HandlerFactory,
+                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
+        self.boot = boot
+        self.addresses = addresses
+        self.factory = factory
+        self.on_setup = on_setup
+        self.on_shutdown = on_shutdown
+        self.errors: list[BaseException] = []
+
+    def next(self, err: BaseException | None) -> None:
+        if err is not None:
+            self.errors.append(err)
+        if not self.addresses:
+            self.on_setup(None, self.errors[-1] if self.errors else
+                          OSError("no addresses to connect to"))
+            return
+        family, addr = self.addresses.pop(0)
+        boot = self.boot
+        opts = boot.socket_options
+        if opts.domain != family:
+            opts = SocketOptions(**{**opts.__dict__, "domain": _family_domain(family)})
+        try:
+            sock = Socket(boot.loop, opts)
+        except OSError as exc:
+            self.next(exc)
+            return
+
+        def connected(cerr: OSError | None) -> None:
+            if cerr is not None:
+                self.next(cerr)
+                return
+            try:
+                channel = _build_channel(boot.loop, sock, self.factory, boot.back_pressure,
+                                         self.on_shutdown)
+            except Exception as exc:  # noqa: BLE001 - reported through on_setup
+                sock.close()
+                self.on_setup(None, exc)
+                return
+            self.on_setup(channel, None)
+
+        try:
+            sock.connect(addr, connected)
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            sock.close()
+            self.next(exc)
+
+
+class ServerListener:
+    """A listening socket and the channels it accepted.
+
+    ``destroy(on_destroyed)`` stops accepting and closes the listener at once; it calls
+    ``on_destroyed()`` only after every channel it accepted has shut down.
+    """
+
+    def __init__(self, boot: ServerBootstrap, sock: Socket, factory: HandlerFactory,
+                 on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
+        self.boot = boot
+        self.socket = sock
+        self.address = sock.local_address()
+        self.factory = factory
+        self.on_incoming = on_incoming
+        self.on_shutdown = on_shutdown
+        self.channels: set[Channel] = set()
+        self._on_destroyed: Callable[[], Any] | None = None
+        self.destroyed = False
+
+    def _on_accept(self, sock: Socket | None, err: OSError | None) -> None:
+        if sock is None:
+            self.on_incoming(None, err)
+            return
+        try:
+            channel = _build_channel(self.boot.loop, sock, self.factory,
+                                     self.boot.back_pressure, self._channel_shutdown)
+        except Exception as exc:  # noqa: BLE001 - reported through on_incoming
+            sock.close()
+            self.on_incoming(None, exc)
+            return
+        self.channels.add(channel)
+        self.on_incoming(channel, None)
+
+    def _channel_shutdown(self, channel: Channel, err: BaseException | None) -> None:
+        self.channels.discard(channel)
+        if self.on_shutdown is not None:
+            self.on_shutdown(channel, err)
+        channel.destroy()
+        self._maybe_destroyed()
+
+    def _maybe_destroyed(self) -> None:
+        if self.destroyed and not self.channels and self._on_destroyed is not None:
+            cb, self._on_destroyed = self._on_destroyed, None
+            cb()
+
+    def destroy(self, on_destroyed: Callable[[], Any] | None = None) -> None:
+        """Stop accepting and close the listener (any thread); see the class docstring."""
+        loop = self.boot.loop
+        if not loop.is_loop_thread():
+            loop.post(self.destroy, on_destroyed)
+            return
+        if self.destroyed:
+            return
+        self.destroyed = True
+        self._on_destroyed = on_destroyed or (lambda: None)
+        self.socket.stop_accept()
+        self.socket.close()
+        loop.call_soon(self._maybe_destroyed)
+
+
+class ServerBootstrap:
+    """Bind, listen with ``backlog``, accept, and build a channel per connection."""
+
+    def __init__(self, loop: EventLoop, *, socket_options: SocketOptions | None = None,
+                 backlog: int = 511, back_pressure: bool = False) -> None:
+        self.loop = loop
+        self.socket_options = socket_options or SocketOptions()
+        self.backlog = backlog
+        self.back_pressure = back_pressure
+
+    def listen(self, address: object, handler_factory: HandlerFactory,
+               on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None = None
+               ) -> ServerListener:
+        """Bind and listen now (loop-only); raises the bind/listen ``OSError`` directly."""
+        self.loop._check_thread("ServerBootstrap.listen")
+        sock = Socket(self.loop, self.socket_options)
+        try:
+            sock.bind(address)
+            sock.listen(self.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        listener = ServerListener(self, sock, handler_factory, on_incoming, on_shutdown)
+        sock.start_accept(listener._on_accept)
+        return listener

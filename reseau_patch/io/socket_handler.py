@@ -1,0 +1,147 @@
+"""The leftmost channel handler: moves bytes between a :class:`Socket` and the pipeline.
+
+Reading (design brief §4, adapted to level-triggered readiness):
+
+* Each readiness report reads at most ``min(16 KiB, downstream window)`` bytes. Leftover
+  data keeps the fd readable, so the next tick reports it again: that is the fairness
+  rule (one connection cannot monopolise a tick) without a re-read task.
+* When the downstream window is 0, read interest is **dropped** — a level-triggered fd
+  that nobody drains would wake the loop every tick. A window increment re-subscribes.
+* The readiness mask is ignored: on a hang-up or error the handler still reads, so bytes
+  that arrived just before the hang-up are delivered before EOF or the error.
+* EOF (``recv`` → 0) is sent right as ``process_read_eof`` and read interest is dropped;
+  the channel stays up for writing (half-close). A read error shuts the channel down.
+
+Writing: each message goes to :meth:`Socket.write`; its completion releases it, runs
+``msg.on_completion`` and, on error, shuts the channel down with that error.
+"""
+
+from __future__ import annotations
+
+import _socket
+
+from .channel import ChannelHandler, ChannelSlot, Direction
+from .message import MAX_FRAGMENT, IoMessage
+from .socket import Socket
+
+__all__ = ["SocketHandler"]
+
+
+class SocketHandler(ChannelHandler):
+    """Binds one connected :class:`Socket` to the left end of a channel."""
+
+    def __init__(self, socket: Socket, max_read: int = MAX_FRAGMENT) -> None:
+        self.socket = socket
+        self.max_read = max_read
+        self.slot: ChannelSlot | None = None
+        self.eof = False
+        self.shutting_down = False
+        self._write_shutdown_done = False
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    # ------------------------------------------------------------------ reading
+    def trigger_read(self) -> None:
+        self._want_read()
+
+    def _want_read(self) -> None:
+        if self.eof or self.shutting_down or self.socket.closed:
+            return
+        if not self.socket.reading:
+            self.socket.subscribe_readable(self._on_readable)
+
+    def _on_readable(self, revents: int) -> None:
+        slot = self.slot
+        if slot is None or self.shutting_down:
+            self.socket.unsubscribe_readable()
+            return
+        window = slot.downstream_read_window()
+        budget = min(self.max_read, window)
+        if budget <= 0:
+            # No consumer yet, or no window: stop listening until one opens.
+            self.socket.unsubscribe_readable()
+            return
+        total = 0
+        sock = self.socket
+        while total < budget:
+            msg = slot.acquire_message(budget - total)
+            try:
+                n = sock.read_into(msg.buf)
+            except OSError as exc:
+                msg.release()
+                sock.unsubscribe_readable()
+                slot.channel.shutdown(exc)
+                return
+            if n is None:  # drained: level-triggered readiness will call again
+                msg.release()
+                break
+            if n == 0:
+                msg.release()
+                self.eof = True
+                sock.unsubscribe_readable()
+                slot.send_read_eof()
+                break
+            msg.len = n
+            total += n
+            slot.send_message(msg, Direction.READ)
+            if self.shutting_down:
+                break
+        self.bytes_read += total
+        if total == window and total < self.max_read and not self.eof:
+            sock.unsubscribe_readable()  # window used up; an increment re-subscribes
+
+    def increment_read_window(self, slot: ChannelSlot, size: int) -> None:
+        self._want_read()
+
+    # ------------------------------------------------------------------ writing
+    def process_write(self, slot: ChannelSlot, msg: IoMessage) -> None:
+        n = msg.len
+        if n == 0:
+            msg.release()
+            return
+        self.socket.write(msg.data(), lambda err, _n: self._on_written(msg, n, err))
+
+    def _on_written(self, msg: IoMessage, n: int, err: BaseException | None) -> None:
+        cb = msg.on_completion
+        msg.release()
+        if err is None:
+            self.bytes_written += n
+        if cb is not None:
+            cb(err)
+        if err is not None and self.slot is not None:
+            self.slot.channel.shutdown(err)
+
+    def process_write_eof(self, slot: ChannelSlot) -> None:
+        if not self.socket.closed:
+            self.socket.shutdown(_socket.SHUT_WR)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, slot: ChannelSlot, direction: Direction, error: BaseException | None,
+                 abort: bool) -> None:
+        self.shutting_down = True
+        sock = self.socket
+        if direction is Direction.READ:
+            if not sock.closed:
+                sock.unsubscribe_readable()
+                if abort:
+                    sock.close()
+            slot.on_shutdown_complete(direction, error, abort)
+            return
+        if abort or sock.closed:
+            sock.close()
+            slot.channel.loop.call_soon(slot.on_shutdown_complete, direction, error, abort)
+            return
+        # Graceful: an empty write completes once everything queued before it is sent.
+        def flushed(err: BaseException | None, _n: int) -> None:
+            sock.close()
+            slot.on_shutdown_complete(direction, error, abort)
+
+        try:
+            sock.write(b"", flushed)
+        except OSError:
+            sock.close()
+            slot.channel.loop.call_soon(slot.on_shutdown_complete, direction, error, abort)
+
+    def destroy(self) -> None:
+        if not self.socket.closed and not self.socket.loop.closed:
+            self.socket.close()
