@@ -264,8 +264,10 @@ class ChannelSlot:
     def increment_read_window(self, size: int) -> None:
         """Grant the left neighbour ``size`` more bytes (batched, delivered a task later)."""
         ch = self.channel
-        if not ch.back_pressure or ch.state is ChannelState.SHUT_DOWN or size <= 0:
+        if ch.state is ChannelState.SHUT_DOWN or size <= 0:
             return
+        if not ch.back_pressure and self.window:
+            return  # without back-pressure only the first grant matters: it says "ready"
         self.pending_increment = min(UNBOUNDED, self.pending_increment + size)
         ch._maybe_schedule_window_update()
 
