@@ -457,6 +457,53 @@ class EventLoop:
         entry.mask = 0
         return bool(entry.watchers)
 
+    def rearm_fd(self, fd: int) -> None:
+        """Re-send ``fd``'s interest mask to the kernel (loop-only; libev ``EV__IOFDSET``).
+
+        Why: an fd closed and reused behind the loop's back while a watcher stayed active
+        has silently left the epoll set; a new watcher with an unchanged mask would
+        otherwise never be registered. Called when a watcher starts on an fd that already
+        has watchers; a no-op otherwise.
+        """
+        entry = self._fds.get(fd)
+        if entry is not None and entry.mask and len(entry.watchers) > 1:
+            self._poller.modify(fd, entry.mask)
+
+    def fileno(self) -> int:
+        """The poller's fd (epoll), or -1 for backends without one."""
+        return self._poller.fileno()
+
+    def after_fork(self) -> None:
+        """In a forked child: make this loop independent of the parent's (loop-only).
+
+        The epoll instance and the wake-up fd are kernel objects shared with the parent
+        after ``fork()``; the child gets fresh ones, re-registers its fds, and the calling
+        thread becomes the owner. Queued work and watchers are kept.
+        """
+        self._owner = _get_ident()
+        self._post_lock = threading.Lock()  # another thread may have held it at fork time
+        old_poller = self._poller
+        self._poller = make_poller(self.backend)
+        old_poller.close()
+        for fd in {self._wake_r, self._wake_w}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if hasattr(os, "eventfd"):
+            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        else:
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._poller.register(self._wake_r, READ)
+        for fd, entry in list(self._fds.items()):
+            if entry.mask:
+                try:
+                    self._poller.register(fd, entry.mask)
+                except OSError:
+                    entry.mask = 0  # closed meanwhile; the next start/stop re-adds it
+        if self._posted:
+            self._wake()
+
     def watchers_for(self, fd: int) -> list[IOWatcher]:
         """Active watchers of ``fd`` (loop-only; for diagnostics and the gevent loop)."""
         entry = self._fds.get(fd)

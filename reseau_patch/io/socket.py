@@ -374,6 +374,17 @@ class Socket:
         if first:
             self._flush_writes()
 
+    def when_flushed(self, callback: Callable[[OSError | None, int], None]) -> None:
+        """``callback(err, 0)`` once every byte queued so far is on the wire (loop-only).
+
+        Unlike an empty ``write`` it is allowed after ``shutdown(SHUT_WR)``.
+        """
+        self.loop._check_thread("Socket.when_flushed")
+        if self._writes:
+            self._writes.append([memoryview(b""), callback, 0])
+        else:
+            self.loop.call_soon(callback, self._write_error, 0)
+
     def _flush_writes(self, revents: int = 0) -> None:
         writes = self._writes
         loop = self.loop

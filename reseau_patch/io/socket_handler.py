@@ -131,16 +131,12 @@ class SocketHandler(ChannelHandler):
             sock.close()
             slot.channel.loop.call_soon(slot.on_shutdown_complete, direction, error, abort)
             return
-        # Graceful: an empty write completes once everything queued before it is sent.
+        # Graceful: close only once everything queued before the shutdown is on the wire.
         def flushed(err: BaseException | None, _n: int) -> None:
             sock.close()
             slot.on_shutdown_complete(direction, error, abort)
 
-        try:
-            sock.write(b"", flushed)
-        except OSError:
-            sock.close()
-            slot.channel.loop.call_soon(slot.on_shutdown_complete, direction, error, abort)
+        sock.when_flushed(flushed)
 
     def destroy(self) -> None:
         if not self.socket.closed and not self.socket.loop.closed:
