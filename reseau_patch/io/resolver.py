@@ -75,6 +75,10 @@ class SystemResolver:
                 infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
                 result = [(fam, addr) for fam, _t, _p, _c, addr in infos]
                 loop.post(callback, result, None)
+            except _socket.gaierror as exc:
+                # The stdlib's gaierror, with the name that failed in the message.
+                err = _socket.gaierror(exc.errno, f"{exc.strerror} ({host!r})")
+                loop.post(callback, None, err)
             except OSError as exc:
                 loop.post(callback, None, exc)
 

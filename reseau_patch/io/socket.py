@@ -112,7 +112,7 @@ def _check_address(domain: SocketDomain, address: object) -> object:
     if domain is SocketDomain.LOCAL:
         if isinstance(address, (str, bytes)):
             if not address:
-                raise ValueError("unix socket path must not be empty")
+                raise os_error(errno.EINVAL, "empty unix socket path ''")  # as connect("")
             return address
         raise TypeError(f"LOCAL address must be a str or bytes path, got {address!r}")
     if not isinstance(address, tuple) or len(address) < 2:

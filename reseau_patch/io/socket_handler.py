@@ -99,7 +99,11 @@ class SocketHandler(ChannelHandler):
         if n == 0:
             msg.release()
             return
-        self.socket.write(msg.data(), lambda err, _n: self._on_written(msg, n, err))
+        try:
+            self.socket.write(msg.data(), lambda err, _n: self._on_written(msg, n, err))
+        except OSError as exc:
+            # Closed under a queued writer: fail through the completion, never synchronously.
+            self.socket.loop.call_soon(self._on_written, msg, n, exc)
 
     def _on_written(self, msg: IoMessage, n: int, err: BaseException | None) -> None:
         cb = msg.on_completion
