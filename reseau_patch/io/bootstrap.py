@@ -215,11 +215,18 @@ class ServerBootstrap:
     def listen(self, address: object, handler_factory: HandlerFactory,
                on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None = None
                ) -> ServerListener:
-        """Bind and listen now (loop-only); raises the bind/listen ``OSError`` directly."""
+        """Bind and listen now (loop-only); raises the bind/listen ``OSError`` directly.
+
+        ``address`` may also be a :class:`Socket` already bound by the caller.
+        """
         self.loop._check_thread("ServerBootstrap.listen")
-        sock = Socket(self.loop, self.socket_options)
+        if isinstance(address, Socket):
+            sock = address
+        else:
+            sock = Socket(self.loop, self.socket_options)
         try:
-            sock.bind(address)
+            if not isinstance(address, Socket):
+                sock.bind(address)
             sock.listen(self.backlog)
         except BaseException:
             sock.close()

@@ -549,32 +549,48 @@ class EventLoop:
             self.handle_error(fn, type(exc), exc, exc.__traceback__)
 
     # ------------------------------------------------------------------ running
-    def run(self, *, once: bool = False, nowait: bool = False, forever: bool = False) -> None:
+    def run(self, *, once: bool = False, nowait: bool = False, forever: bool = False,
+            reentrant: bool = False) -> None:
         """Run ticks on the calling thread (which becomes the owner).
 
         ``once``: one tick, blocking if nothing is ready. ``nowait``: one non-blocking tick.
         ``forever``: ignore refs; run until :meth:`stop`. Otherwise run until :meth:`stop`
-        or until nothing referenced is left.
+        or until nothing referenced is left. ``reentrant``: allow a nested run from inside
+        a callback of this loop (gevent lets a greenlet run the loop while the hub
+        greenlet is suspended in one of its callbacks, as libev's ``ev_run`` does); the
+        outer run continues afterwards.
         """
         if self._running:
-            raise RuntimeError("EventLoop.run() re-entered: the loop is already running")
+            if not reentrant:
+                raise RuntimeError("EventLoop.run() re-entered: the loop is already running")
+            self._check_thread("run (nested)")
+            outer_stopping = self._stopping
+            self._stopping = False
+            try:
+                self._run_ticks(once, nowait, forever)
+            finally:
+                self._stopping = outer_stopping
+            return
         if self._closed:
             raise RuntimeError("EventLoop is closed")
         self._owner = _get_ident()
         self._running = True
         self._stopping = False
         try:
-            if once or nowait:
-                if forever or self.alive() or nowait:
-                    self._tick(block=not nowait)
-                return
-            while not self._stopping:
-                if not forever and not self.alive():
-                    break
-                self._tick(block=True)
+            self._run_ticks(once, nowait, forever)
         finally:
             self._running = False
             self._stopping = False
+
+    def _run_ticks(self, once: bool, nowait: bool, forever: bool) -> None:
+        if once or nowait:
+            if forever or self.alive() or nowait:
+                self._tick(block=not nowait)
+            return
+        while not self._stopping:
+            if not forever and not self.alive():
+                break
+            self._tick(block=True)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current tick (any thread)."""

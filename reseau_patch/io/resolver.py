@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import _socket
 import ipaddress
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from .event_loop import EventLoop
@@ -45,28 +45,82 @@ def literal_address(host: str, port: int) -> list[Address] | None:
     return [(_socket.AF_INET, (str(ip), port))]
 
 
+class WorkerPool:
+    """At most ``max_workers`` threads running blocking calls; a thread idle for
+    ``idle_timeout`` seconds exits, so a quiet process keeps no resolver threads."""
+
+    def __init__(self, max_workers: int = 4, idle_timeout: float = 1.0,
+                 name: str = "reseau-resolver") -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self.max_workers = max_workers
+        self.idle_timeout = idle_timeout
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("worker pool is closed")
+            self._jobs.put(job)
+            if self._idle:
+                self._idle -= 1  # a waiting worker takes it
+            elif len(self._threads) < self.max_workers:
+                t = threading.Thread(target=self._work, daemon=True,
+                                     name=f"{self.name}-{len(self._threads)}")
+                self._threads.add(t)
+                t.start()
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._threads.discard(me)
+                        self._idle = max(0, self._idle - 1)
+                        return
+                continue
+            if job is None:
+                with self._lock:
+                    self._threads.discard(me)
+                return
+            job()
+            with self._lock:
+                self._idle += 1
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued jobs, then stop every thread."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+            for _ in threads:
+                self._jobs.put(None)
+        for t in threads:
+            t.join(timeout)
+
+
 class SystemResolver:
     """``getaddrinfo(3)`` on a small, bounded worker pool; answers hop back via ``post``."""
 
     def __init__(self, max_workers: int = 4) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._max_workers = max_workers
-        self._lock = threading.Lock()
+        self._pool = WorkerPool(max_workers)
         self.lookups = 0
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_workers,
-                                                thread_name_prefix="reseau-resolver")
-            return self._pool
 
     def resolve(self, loop: EventLoop, host: str, port: int, callback: ResolveCallback) -> None:
         check_port(port)
         lit = literal_address(host, port)
         if lit is not None:
-            loop.call_soon(callback, lit, None) if loop.is_loop_thread() else loop.post(
-                callback, lit, None)
+            if loop.is_loop_thread():
+                loop.call_soon(callback, lit, None)
+            else:
+                loop.post(callback, lit, None)
             return
         self.lookups += 1
 
@@ -82,14 +136,11 @@ class SystemResolver:
             except OSError as exc:
                 loop.post(callback, None, exc)
 
-        self._executor().submit(work)
+        self._pool.submit(work)
 
     def close(self) -> None:
         """Stop the worker threads (waits for lookups in flight)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._pool.close()
 
 
 _default: SystemResolver | None = None

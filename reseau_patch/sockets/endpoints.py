@@ -1,0 +1,322 @@
+"""``connect``, ``listen``, ``listenany``, ``accept``, ``bind`` and ``TCPServer``.
+
+Address forms accepted by ``connect``/``listen`` (PRD §3):
+
+* ``(port)`` — localhost (127.0.0.1);
+* ``(host, port)`` — a name or an IP literal (``str`` or ``ipaddress`` object);
+* ``(InetAddr)`` or ``((ip, port))``;
+* ``(path)`` — a unix socket path; a leading NUL byte names a Linux abstract socket.
+
+Contract: every function here blocks only the calling greenlet; the hub of the calling
+thread runs the io loop meanwhile. Errors are the stdlib's (``ConnectionRefusedError``,
+``TimeoutError``, ``socket.gaierror``, ``OverflowError`` for a port outside 0–65535).
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import ipaddress
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from ..io.bootstrap import ClientBootstrap, ServerBootstrap, ServerListener
+from ..io.channel import Channel
+from ..io.event_loop import EventLoop
+from ..io.resolver import Resolver
+from ..io.socket import Socket, SocketDomain, SocketOptions, check_port, os_error
+from .addresses import InetAddr, IPAddr, sockaddr_to_inetaddr
+from .parking import TIMED_OUT, Parker, current_io_loop
+from .tcp import DEFAULT_READ_CAPACITY, TCPSocket
+
+__all__ = ["TCPServer", "accept", "bind", "connect", "listen", "listenany"]
+
+LOCALHOST = "127.0.0.1"
+
+
+def _split_address(args: tuple) -> tuple[SocketDomain | None, Any, int]:
+    """``(domain or None for "resolve", host or path, port)`` from the accepted forms."""
+    if len(args) == 1:
+        (a,) = args
+        if isinstance(a, InetAddr):
+            return (SocketDomain.IPV6 if a.host.version == 6 else SocketDomain.IPV4,
+                    str(a.host), a.port)
+        if isinstance(a, int) and not isinstance(a, bool):
+            return SocketDomain.IPV4, LOCALHOST, check_port(a)
+        if isinstance(a, tuple) and len(a) == 2:
+            return _split_address(a)
+        if isinstance(a, (str, bytes, os.PathLike)):
+            path = os.fsdecode(a) if not isinstance(a, bytes) else a
+            if not path:
+                raise os_error(errno.EINVAL, "empty unix socket path ''")
+            return SocketDomain.LOCAL, path, 0
+        raise TypeError(f"expected a port, InetAddr, (host, port) or path, got {a!r}")
+    if len(args) == 2:
+        host, port = args
+        check_port(port)
+        if isinstance(host, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return (SocketDomain.IPV6 if host.version == 6 else SocketDomain.IPV4,
+                    str(host), port)
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str or an ip address, got {host!r}")
+        return None, host, port
+    raise TypeError(f"expected 1 or 2 address arguments, got {len(args)}: {args!r}")
+
+
+def _options(domain: SocketDomain, connect_timeout: float | None, nodelay: bool,
+             keepalive: bool, reuseaddr: bool = True) -> SocketOptions:
+    return SocketOptions(domain=domain, connect_timeout=connect_timeout, nodelay=nodelay,
+                         keepalive=keepalive, reuseaddr=reuseaddr)
+
+
+def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
+            keepalive: bool = False, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
+            back_pressure: bool = True, resolver: Resolver | None = None) -> TCPSocket:
+    """Open a stream connection; ``timeout`` bounds the whole connect, DNS included."""
+    domain, host, port = _split_address(address)
+    loop = current_io_loop()
+    tcp = TCPSocket(loop, read_buffer_capacity=read_buffer_capacity,
+                    back_pressure=back_pressure)
+    opts = _options(domain or SocketDomain.IPV4, timeout, nodelay, keepalive)
+    boot = ClientBootstrap(loop, resolver=resolver, socket_options=opts,
+                           back_pressure=back_pressure)
+    result: list = []
+    parker = Parker(tcp, "connect")
+    abandoned = [False]
+
+    def on_setup(channel: Channel | None, err: BaseException | None) -> None:
+        if abandoned[0]:
+            if channel is not None:
+                channel.shutdown()
+            return
+        result.append((channel, err))
+        parker.wake()
+
+    def on_shutdown(channel: Channel, err: BaseException | None) -> None:
+        tcp.on_channel_shutdown(channel, err)
+        channel.destroy()
+
+    boot.connect(host, port, tcp.attach, on_setup, on_shutdown)
+    if not result:
+        try:
+            if parker.park(loop, timeout) is TIMED_OUT and not result:
+                abandoned[0] = True
+                target = host if domain is SocketDomain.LOCAL else f"{host}:{port}"
+                raise TimeoutError(errno.ETIMEDOUT,
+                                   f"connect to {target} timed out after {timeout} s")
+        except BaseException:
+            abandoned[0] = True
+            raise
+    channel, err = result[0]
+    if err is not None:
+        raise err
+    return tcp
+
+
+class TCPServer:
+    """A listening stream socket; ``accept()`` hands out connected :class:`TCPSocket`\\ s.
+
+    Connections are accepted eagerly into a queue (their channels start at once), so a
+    client's first bytes are already buffered when ``accept()`` returns.
+    """
+
+    def __init__(self, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
+                 back_pressure: bool = True) -> None:
+        self.read_buffer_capacity = read_buffer_capacity
+        self.back_pressure = back_pressure
+        self._loop: EventLoop | None = None
+        self._socket: Socket | None = None
+        self._listener: ServerListener | None = None
+        self._ready: deque[TCPSocket] = deque()
+        self._accept_error: BaseException | None = None
+        self._acceptor = Parker(self, "accept")
+        self._closed = False
+        self._timeout: float | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _bind(self, domain: SocketDomain, address: object, reuseaddr: bool,
+              ipv6only: bool = False) -> None:
+        if self._closed:
+            raise os_error(errno.EBADF, "server is closed")
+        if self._socket is not None:
+            raise os_error(errno.EINVAL, "server is already bound")
+        loop = current_io_loop()
+        sock = Socket(loop, _options(domain, None, True, False, reuseaddr))
+        try:
+            if domain is SocketDomain.IPV6:
+                sock.raw.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, int(ipv6only))
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        self._loop, self._socket = loop, sock
+
+    def listen(self, backlog: int = 511) -> TCPServer:
+        """Start accepting (after ``bind``)."""
+        if self._socket is None:
+            raise os_error(errno.EINVAL, "listen before bind")
+        if self._listener is not None:
+            return self
+        loop = self._loop
+        boot = ServerBootstrap(loop, socket_options=self._socket.options, backlog=backlog,
+                               back_pressure=self.back_pressure)
+        self._listener = boot.listen(self._socket, self._make_handler, self._on_incoming,
+                                     self._on_channel_shutdown)
+        return self
+
+    def _make_handler(self, channel: Channel) -> TCPSocket:
+        tcp = TCPSocket(self._loop, read_buffer_capacity=self.read_buffer_capacity,
+                        back_pressure=self.back_pressure)
+        return tcp.attach(channel)
+
+    def _on_incoming(self, channel: Channel | None, err: BaseException | None) -> None:
+        if channel is None:
+            self._accept_error = err  # EMFILE and friends: report to the next accept()
+        else:
+            self._ready.append(channel.last.handler)  # type: ignore[arg-type]
+        self._acceptor.wake()
+
+    @staticmethod
+    def _on_channel_shutdown(channel: Channel, err: BaseException | None) -> None:
+        handler = channel.last.handler if channel.last is not None else None
+        if isinstance(handler, TCPSocket):
+            handler.on_channel_shutdown(channel, err)
+
+    # ------------------------------------------------------------------ use
+    def accept(self) -> TCPSocket:
+        """The next connection, parking until one arrives (``settimeout`` bounds it)."""
+        loop = self._loop
+        if self._closed:
+            raise os_error(errno.EBADF, "server is closed")
+        if self._listener is None:
+            raise os_error(errno.EINVAL, "accept before listen")
+        if not loop.is_loop_thread():
+            loop._check_thread("TCPServer.accept")
+        while not self._ready:
+            if self._accept_error is not None:
+                err, self._accept_error = self._accept_error, None
+                raise err
+            if self._timeout == 0:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            if self._acceptor.park(loop, self._timeout) is TIMED_OUT:
+                raise TimeoutError(errno.ETIMEDOUT, f"accept timed out after {self._timeout} s")
+            if self._closed:
+                raise os_error(errno.EBADF, "server closed while accepting")
+        return self._ready.popleft()
+
+    def settimeout(self, timeout: float | None) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"Timeout value out of range: {timeout}")
+        self._timeout = timeout
+
+    def getsockname(self) -> tuple[IPAddr, int] | str:
+        if self._socket is None or self._closed:
+            raise os_error(errno.EBADF, "server is closed" if self._closed else "not bound")
+        return sockaddr_to_inetaddr(self._socket.local_address())
+
+    @property
+    def isopen(self) -> bool:
+        return self._listener is not None and not self._closed
+
+    def close(self) -> None:
+        """Stop listening and close queued, unaccepted connections. Accepted ones live on."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.destroy()
+        elif self._socket is not None:
+            self._socket.close()
+        while self._ready:
+            self._ready.popleft().close()
+        self._acceptor.wake()
+
+    def __enter__(self) -> TCPServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("listening" if self._listener else "unbound")
+        addr = self._socket.local_address() if self._socket and not self._closed else None
+        return f"<TCPServer {state} {addr!r}>"
+
+
+def bind(server: TCPServer, host: str | IPAddr, port: int, *, reuseaddr: bool = False,
+         ipv6only: bool = False) -> bool:
+    """Bind ``server``; ``False`` if the address is in use, forbidden or not available."""
+    domain, host_s, port = _split_address((host, port))
+    if domain is None:
+        domain, host_s = _resolve_for_bind(host_s, port)
+    try:
+        server._bind(domain, (host_s, port), reuseaddr, ipv6only)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            return False
+        raise
+    return True
+
+
+def _resolve_for_bind(host: str, port: int) -> tuple[SocketDomain, str]:
+    infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
+    family, _t, _p, _c, addr = infos[0]
+    return SocketDomain(family), addr[0]
+
+
+def listen(*address: Any, backlog: int = 511, reuseaddr: bool = True,
+           read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
+           back_pressure: bool = True) -> TCPServer:
+    """Bind and listen: ``listen(port)`` binds 127.0.0.1, as the PRD says."""
+    domain, host, port = _split_address(address)
+    server = TCPServer(read_buffer_capacity=read_buffer_capacity, back_pressure=back_pressure)
+    if domain is None:
+        domain, host = _resolve_for_bind(host, port)
+    sockaddr = host if domain is SocketDomain.LOCAL else (host, port)
+    server._bind(domain, sockaddr, reuseaddr)
+    try:
+        return server.listen(backlog)
+    except BaseException:
+        server.close()
+        raise
+
+
+def listenany(host: str | IPAddr = LOCALHOST, port_hint: int = 0, *, backlog: int = 511,
+              **kw: Any) -> tuple[int, TCPServer]:
+    """Listen on ``port_hint`` or the next free port above it; returns ``(port, server)``."""
+    check_port(port_hint)
+    port = port_hint
+    while True:
+        server = TCPServer(**kw)
+        if bind(server, host, port):
+            server.listen(backlog)
+            return server.getsockname()[1], server
+        server.close()
+        if port == 0 or port >= 65535:
+            raise os_error(errno.EADDRINUSE, f"no free port from {port_hint} on {host}")
+        port += 1
+
+
+def accept(server: TCPServer, callback: Callable[[TCPSocket], Any] | None = None
+           ) -> TCPSocket | gevent.Greenlet:
+    """``accept(server)``: the next connection. ``accept(server, callback)``: a greenlet
+    that accepts forever, running ``callback(sock)`` in a new greenlet per connection
+    (it ends when the server closes)."""
+    if callback is None:
+        return server.accept()
+
+    def loop() -> None:
+        while server.isopen:
+            try:
+                sock = server.accept()
+            except OSError:
+                if not server.isopen:
+                    return
+                raise
+            gevent.spawn(callback, sock)
+
+    return gevent.spawn(loop)

@@ -1,0 +1,431 @@
+"""``TCPSocket``: the rightmost channel handler and a blocking IO object in one.
+
+Contract:
+
+* **Thread.** A ``TCPSocket`` lives on the io loop under one thread's gevent hub; its
+  blocking methods run in greenlets of that thread (another thread gets
+  ``LoopThreadError``). The handler half (``process_read``, ``shutdown``, ...) runs in the
+  hub, inside loop callbacks, and never blocks.
+* **Reading.** Bytes arrive into one contiguous buffer. A read parks the greenlet until
+  data, EOF, an error or the deadline. With back-pressure on, the channel may deliver at
+  most ``read_buffer_capacity`` bytes ahead of the reader: consuming ``n`` bytes grants
+  ``n`` back to the socket handler, so a slow reader holds at most its window (plus the
+  message in flight) in memory.
+* **Writing.** ``write`` chunks into pooled messages and returns once they are queued;
+  past :data:`WRITE_HIGH_WATER` bytes in flight it parks until the socket drains. A write
+  error is sticky: it is raised by that call if it is already known, else by the next
+  ``write``/``flush``, never dropped.
+* **One reader and one writer** at a time; a second concurrent one gets gevent's
+  ``ConcurrentObjectUseError``.
+* **Deadlines.** ``settimeout(t)``: each blocking call raises ``TimeoutError`` after ``t``
+  seconds (``0`` means non-blocking: ``BlockingIOError``; ``None`` waits forever).
+* **Close.** ``close()`` flushes queued writes (bounded by the timeout, else 30 s, then
+  aborts), shuts the channel down and waits for it. Afterwards every IO call raises
+  ``OSError(EBADF)``. ``closewrite()`` half-closes: the peer sees EOF, reads go on.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import functools
+import time
+from typing import Any
+
+from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direction
+from ..io.event_loop import EventLoop
+from ..io.message import IoMessage
+from ..io.socket import os_error
+from .addresses import IPAddr, sockaddr_to_inetaddr
+from .parking import TIMED_OUT, Parker
+
+__all__ = ["DEFAULT_READ_CAPACITY", "TCPSocket", "WRITE_HIGH_WATER"]
+
+DEFAULT_READ_CAPACITY = 256 * 1024
+WRITE_HIGH_WATER = 1 << 20
+CLOSE_FLUSH_DEFAULT = 30.0
+
+
+class _State(enum.Enum):
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def _ebadf() -> OSError:
+    return os_error(errno.EBADF, "socket is closed")
+
+
+class TCPSocket(ChannelHandler):
+    """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
+
+    def __init__(self, loop: EventLoop, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
+                 back_pressure: bool = True) -> None:
+        if read_buffer_capacity <= 0:
+            raise ValueError(f"read_buffer_capacity must be > 0, got {read_buffer_capacity}")
+        self._loop = loop
+        self.read_buffer_capacity = read_buffer_capacity
+        self.back_pressure = back_pressure
+        self.channel: Channel | None = None
+        self.slot: ChannelSlot | None = None
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self._read_error: BaseException | None = None
+        self._write_error: BaseException | None = None
+        self._in_flight = 0
+        self._write_closed = False
+        self._state = _State.CONNECTED
+        self._shut_down = False
+        self._timeout: float | None = None
+        self._reader = Parker(self, "read")
+        self._writer = Parker(self, "write")
+        self._closer = Parker(self, "close")
+        self._sockname: Any = None
+        self._peername: Any = None
+        #: Largest number of bytes ever held in the receive buffer (for back-pressure tests).
+        self.max_buffered = 0
+
+    # ================================================================ handler half
+    def attach(self, channel: Channel) -> TCPSocket:
+        """Bootstrap hook: called with the new channel before this handler is installed."""
+        self.channel = channel
+        sock = channel.first.handler.socket  # type: ignore[union-attr]
+        try:
+            self._sockname = sock.local_address()
+            self._peername = sock.remote_address()
+        except OSError:
+            pass  # the peer already went away; the first read reports it
+        return self
+
+    def initial_window_size(self) -> int:
+        return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
+
+    def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
+        self._buf += msg.data()
+        msg.release()
+        held = len(self._buf) - self._pos
+        if held > self.max_buffered:
+            self.max_buffered = held
+        self._reader.wake()
+
+    def process_read_eof(self, slot: ChannelSlot) -> None:
+        self._eof = True
+        self._reader.wake()
+
+    def shutdown(self, slot: ChannelSlot, direction: Direction, error: BaseException | None,
+                 abort: bool) -> None:
+        if error is not None:
+            if self._read_error is None and not self._eof:
+                self._read_error = error
+            if self._write_error is None:
+                self._write_error = error
+        if direction is Direction.READ:
+            self._reader.wake()
+        else:
+            self._writer.wake()
+        slot.on_shutdown_complete(direction, error, abort)
+
+    def on_channel_shutdown(self, channel: Channel, error: BaseException | None) -> None:
+        """The channel finished shutting down (wired by connect/accept)."""
+        self._shut_down = True
+        self._reader.wake()
+        self._writer.wake()
+        self._closer.wake()
+
+    def _on_written(self, n: int, err: BaseException | None) -> None:
+        self._in_flight -= n
+        if err is not None and self._write_error is None:
+            self._write_error = err
+        if self._writer.waiting and (err is not None or self._in_flight <= WRITE_HIGH_WATER // 2
+                                     or self._in_flight == 0):
+            self._writer.wake()
+
+    # ================================================================ blocking half
+    def _check_thread(self, what: str) -> None:
+        if not self._loop.is_loop_thread():
+            self._loop._check_thread(f"TCPSocket.{what}")
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _park(self, parker: Parker, deadline: float | None) -> None:
+        if deadline is None:
+            parker.park(self._loop, None)
+            return
+        remaining = deadline - time.monotonic()
+        if self._timeout == 0:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        if remaining <= 0 or parker.park(self._loop, remaining) is TIMED_OUT:
+            raise TimeoutError(errno.ETIMEDOUT, f"timed out after {self._timeout} s")
+
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _wait_more(self, deadline: float | None) -> bool:
+        """Wait for bytes beyond those buffered; False once no more can come.
+
+        A read error is raised only when nothing is buffered: bytes that arrived before a
+        reset are delivered first, as ``recv`` does.
+        """
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        if self._eof:
+            return False
+        if self._read_error is not None:
+            if self._available():
+                return False
+            raise self._read_error
+        if self._shut_down:
+            return False
+        self._park(self._reader, deadline)
+        return True
+
+    def _wait_readable(self, deadline: float | None) -> bool:
+        """Block until at least one byte is buffered; False at EOF."""
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        while not self._available():
+            if not self._wait_more(deadline):
+                return False
+        return True
+
+    def _take(self, n: int) -> bytes:
+        pos = self._pos
+        out = bytes(self._buf[pos:pos + n])
+        self._consumed(len(out))
+        return out
+
+    def _consumed(self, n: int) -> None:
+        self._pos += n
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[:self._pos]  # compact once the dead prefix dominates
+            self._pos = 0
+        if n and self.back_pressure and self.slot is not None and not self._shut_down:
+            self.slot.increment_read_window(n)
+
+    def read(self, n: int = -1) -> bytes:
+        """``n`` bytes, fewer only at EOF; ``n < 0`` reads to EOF."""
+        self._check_thread("read")
+        deadline = self._deadline()
+        if n is None or n < 0:
+            while self._wait_more(deadline):
+                pass
+            return self._take(self._available())
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        while self._available() < n:
+            if not self._wait_more(deadline):
+                break
+        return self._take(min(n, self._available()))
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        """Copy up to ``len(buf)`` bytes once at least one is available; 0 at EOF."""
+        self._check_thread("readinto")
+        view = memoryview(buf).cast("B")
+        if not len(view):
+            return 0
+        if not self._wait_readable(self._deadline()):
+            return 0
+        n = min(len(view), self._available())
+        view[:n] = self._buf[self._pos:self._pos + n]
+        self._consumed(n)
+        return n
+
+    def readavailable(self) -> bytes:
+        """Everything buffered, waiting for at least one byte; ``b""`` at EOF."""
+        self._check_thread("readavailable")
+        if not self._wait_readable(self._deadline()):
+            return b""
+        return self._take(self._available())
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Up to and including ``b"\\n"`` (or ``limit`` bytes, or EOF)."""
+        self._check_thread("readline")
+        deadline = self._deadline()
+        scanned = 0
+        while True:
+            idx = self._buf.find(b"\n", self._pos + scanned)
+            if idx >= 0:
+                n = idx - self._pos + 1
+                break
+            scanned = self._available()
+            if 0 <= limit <= scanned:
+                n = limit
+                break
+            if not self._wait_more(deadline):
+                n = self._available()
+                break
+        if 0 <= limit < n:
+            n = limit
+        return self._take(n)
+
+    def peek(self, n: int = 1) -> bytes:
+        """Up to ``max(n, 1)`` buffered bytes without consuming them; ``b""`` at EOF.
+
+        Waits until at least one byte is buffered (or ``n`` bytes, if that many can come).
+        """
+        self._check_thread("peek")
+        deadline = self._deadline()
+        while self._available() < max(n, 1):
+            if not self._wait_more(deadline):
+                break
+        return bytes(self._buf[self._pos:self._pos + max(n, 1)])
+
+    def bytesavailable(self) -> int:
+        """Bytes buffered right now (never blocks)."""
+        return self._available()
+
+    def eof(self) -> bool:
+        """Block until data or EOF; True when the peer closed and nothing is buffered."""
+        self._check_thread("eof")
+        try:
+            return not self._wait_readable(self._deadline())
+        except OSError:
+            if self._state is not _State.CONNECTED:
+                raise
+            return True
+
+    # ---------------------------------------------------------------- writing
+    def _check_write(self) -> None:
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        if self._write_error is not None:
+            raise self._write_error
+        if self._write_closed:
+            raise os_error(errno.EPIPE, "write after closewrite()")
+        if self._shut_down or self.slot is None:
+            raise os_error(errno.EPIPE, "connection is shut down")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue all of ``data``; returns its length. Parks while too much is in flight."""
+        self._check_thread("write")
+        self._check_write()
+        view = memoryview(data).cast("B")
+        total = len(view)
+        deadline = self._deadline()
+        off = 0
+        slot = self.slot
+        while off < total:
+            while self._in_flight >= WRITE_HIGH_WATER:
+                self._park(self._writer, deadline)
+                self._check_write()
+            msg = slot.acquire_message(total - off)
+            n = msg.fill(view[off:])
+            off += n
+            self._in_flight += n
+            msg.on_completion = functools.partial(self._on_written, n)
+            try:
+                slot.send_message(msg, Direction.WRITE)
+            except BaseException:
+                self._in_flight -= n
+                msg.release()
+                raise
+        return total
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Wait until every written byte reached the kernel; raise a pending write error."""
+        self._check_thread("flush")
+        deadline = self._deadline()
+        while self._in_flight and self._write_error is None and not self._shut_down:
+            self._park(self._writer, deadline)
+        if self._write_error is not None:
+            raise self._write_error
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+
+    def closewrite(self) -> None:
+        """Half-close: queued bytes go out, then the peer reads EOF. Reading continues."""
+        self._check_thread("closewrite")
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        if self._write_closed or self._shut_down:
+            return
+        self._write_closed = True
+        self.slot.send_write_eof()
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Flush, shut the channel down and wait for it (idempotent)."""
+        if self._state is not _State.CONNECTED:
+            return
+        self._check_thread("close")
+        self._state = _State.CLOSING
+        ch = self.channel
+        if ch is not None and not self._shut_down:
+            flush_for = self._timeout if self._timeout else CLOSE_FLUSH_DEFAULT
+            ch.shutdown()
+            try:
+                if not self._shut_down:
+                    deadline = time.monotonic() + flush_for
+                    while not self._shut_down:
+                        if self._closer.park(self._loop, max(0.0, deadline - time.monotonic())
+                                             ) is TIMED_OUT:
+                            break
+            except RuntimeError:
+                pass  # called from inside the hub: the shutdown finishes on its own
+            if not self._shut_down:
+                self._abort()
+        self._state = _State.CLOSED
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _abort(self) -> None:
+        """Drop unsent bytes: close the OS socket so the shutdown completes now."""
+        ch = self.channel
+        first = ch.first if ch is not None else None
+        handler = first.handler if first is not None else None
+        sock = getattr(handler, "socket", None)
+        if sock is not None and not sock.closed:
+            sock.close()
+        while not self._shut_down:
+            if self._closer.park(self._loop, 5.0) is TIMED_OUT:
+                break
+
+    @property
+    def closed(self) -> bool:
+        return self._state is not _State.CONNECTED
+
+    @property
+    def isopen(self) -> bool:
+        return self._state is _State.CONNECTED and not self._shut_down
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Per-call deadline for blocking methods, in seconds (``None``: wait forever)."""
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        if timeout is not None:
+            timeout = float(timeout)
+            if timeout < 0:
+                raise ValueError(f"Timeout value out of range: {timeout}")
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def getsockname(self) -> tuple[IPAddr, int] | str:
+        if self._state is not _State.CONNECTED or self._sockname is None:
+            raise _ebadf()
+        return sockaddr_to_inetaddr(self._sockname)
+
+    def getpeername(self) -> tuple[IPAddr, int] | str:
+        if self._state is not _State.CONNECTED or self._peername is None:
+            raise os_error(errno.ENOTCONN) if self._state is _State.CONNECTED else _ebadf()
+        return sockaddr_to_inetaddr(self._peername)
+
+    def __enter__(self) -> TCPSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<TCPSocket {self._state.value} local={self._sockname!r} "
+                f"peer={self._peername!r} buffered={self._available()}>")
