@@ -1,0 +1,182 @@
+"""``patch_all()``: gevent's drop-in, with the network modules on the Reseau stack.
+
+Order and meaning of the keywords are exactly ``gevent.monkey.patch_all``'s. The
+non-network modules (os, thread, time, sys, subprocess, builtins, signal, contextvars) are
+handed to ``gevent.monkey``'s own functions; socket, DNS, select/selectors, ssl and queue
+are ours. gevent's plug-in events (``gevent.plugins.monkey.*``) fire as they would for
+gevent's ``patch_all``, and originals are recorded where ``gevent.monkey.get_original``
+finds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["get_original", "is_patched", "patch_all"]
+
+_state: dict[str, Any] = {"settings": None}
+
+
+def _patch_items(module_name: str, items: dict[str, Any]) -> None:
+    from gevent.monkey.api import patch_item
+
+    module = __import__(module_name)
+    for name, value in items.items():
+        patch_item(module, name, value)
+
+
+def patch_socket(dns: bool = True) -> None:
+    """Install :class:`GreenSocket` as ``socket.socket`` and the cooperative helpers."""
+    import socket as stdsocket
+
+    import gevent.socket as gsocket
+
+    from .green_socket import GreenSocket
+    from .netfuncs import create_connection
+
+    items: dict[str, Any] = {"socket": GreenSocket, "SocketType": GreenSocket,
+                             "create_connection": create_connection}
+    if dns:
+        for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+                     "getnameinfo", "getfqdn"):
+            if hasattr(gsocket, name):
+                items[name] = getattr(gsocket, name)
+    _patch_items("socket", items)
+    # Functions that build sockets look ``socket`` up in the module at call time
+    # (socketpair, fromfd, create_server), so they now make GreenSockets unchanged.
+    if stdsocket.socket is not GreenSocket:
+        raise RuntimeError("socket.socket could not be replaced")
+
+
+def patch_select() -> None:
+    """Cooperative ``select.select``/``poll`` and ``selectors.DefaultSelector``.
+
+    Unlike gevent's ``aggressive`` mode, nothing is removed: ``select.epoll`` and the
+    other selector classes stay for code that runs real event loops in real threads.
+    """
+    from . import green_select
+
+    items: dict[str, Any] = {"select": green_select.select}
+    if green_select.poll is not None:
+        items["poll"] = green_select.poll
+    _patch_items("select", items)
+    _patch_items("selectors", {"DefaultSelector": green_select.DefaultSelector})
+    # The stdlib selector classes captured select.select / select.poll when ``selectors``
+    # was imported (often before us: platform -> subprocess -> selectors); point them at
+    # the cooperative ones so socketserver's PollSelector does not block the hub.
+    import selectors
+
+    from gevent.monkey.api import patch_item
+
+    def _select(self: Any, r: Any, w: Any, x: Any, timeout: Any = None) -> Any:
+        return green_select.select(r, w, x, timeout)
+
+    patch_item(selectors.SelectSelector, "_select", _select)
+    if green_select.poll is not None and hasattr(selectors, "PollSelector"):
+        patch_item(selectors.PollSelector, "_selector_cls", green_select.poll)
+
+
+def patch_queue() -> None:
+    from . import green_queue
+
+    _patch_items("queue", {name: getattr(green_queue, name) for name in green_queue.__all__})
+
+
+def patch_ssl() -> None:
+    """TLS through our channel handler for every ``SSLContext``, old or new (no class swap)."""
+    from .green_ssl import install
+
+    install()
+
+
+def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
+              thread: bool = True, os: bool = True, ssl: bool = True, subprocess: bool = True,
+              sys: bool = False, aggressive: bool = True, Event: bool = True,  # noqa: N803
+              builtins: bool = True, signal: bool = True, queue: bool = True,
+              contextvars: bool = True, **kwargs: Any) -> bool | None:
+    """Patch the standard library for greenlets on the Reseau stack.
+
+    Selects the Reseau loop and resolver before any hub exists (``RuntimeError`` naming
+    the loop in use otherwise). Returns True when patching ran, None when these settings
+    were already applied, False when a plug-in vetoed it (gevent's ``DoNotPatch``).
+    ``aggressive`` is accepted for compatibility; it never removes ``select.epoll``.
+    """
+    import gevent.monkey as monkey
+    from gevent import events
+
+    from ..hub import use_reseau_loop
+
+    settings = dict(socket=socket, dns=dns, time=time, select=select, thread=thread, os=os,
+                    ssl=ssl, subprocess=subprocess, sys=sys, aggressive=aggressive,
+                    Event=Event, builtins=builtins, signal=signal, queue=queue,
+                    contextvars=contextvars)
+    previous = _state["settings"]
+    if previous is not None:
+        todo = {k: v for k, v in settings.items() if v and not previous.get(k)}
+        if not todo:
+            return None
+        settings = {k: bool(v and (k in todo)) for k, v in settings.items()}
+        _state["settings"] = {k: previous.get(k) or settings[k] for k in settings}
+    else:
+        _state["settings"] = dict(settings)
+
+    use_reseau_loop(resolver=dns)
+    modules = {k: v for k, v in settings.items() if k != "aggressive"}
+    try:
+        events.notify_and_call_entry_points(events.GeventWillPatchAllEvent(modules, kwargs))
+    except events.DoNotPatch:
+        return False
+
+    # Same order as gevent: os, thread, time, sys, then the network modules.
+    if settings["os"]:
+        monkey.patch_os()
+    if settings["thread"]:
+        monkey.patch_thread(Event=Event)
+    if settings["time"]:
+        monkey.patch_time()
+    if settings["sys"]:
+        monkey.patch_sys()
+    if settings["socket"]:
+        patch_socket(dns=dns)
+    if settings["select"]:
+        patch_select()
+    if settings["ssl"]:
+        patch_ssl()
+    if settings["subprocess"]:
+        monkey.patch_subprocess()
+    if settings["builtins"]:
+        monkey.patch_builtins()
+    if settings["signal"]:
+        monkey.patch_signal()
+    if settings["queue"]:
+        patch_queue()
+    if settings["contextvars"]:
+        monkey.patch_contextvars()
+
+    events.notify_and_call_entry_points(events.GeventDidPatchBuiltinModulesEvent(modules,
+                                                                               kwargs))
+    events.notify_and_call_entry_points(events.GeventDidPatchAllEvent(modules, kwargs))
+    return True
+
+
+def is_patched(module: str | None = None, item: str | None = None) -> bool:
+    """Whether ``patch_all`` ran (no arguments), a module, or one item was patched."""
+    from gevent.monkey import _state as gstate
+
+    if module is None:
+        return _state["settings"] is not None
+    if item is None:
+        return module in gstate.saved
+    return item in gstate.saved.get(module, {})
+
+
+def get_original(module: str, item: str) -> Any:
+    """The object ``module.item`` was before patching (the current one if never patched)."""
+    from gevent.monkey import get_original as gget
+
+    return gget(module, item)
+
+
+def _current_settings() -> dict[str, Any] | None:
+    return _state["settings"]
+
