@@ -1,4 +1,7 @@
-"""Command line: ``python -m reseau_patch COMMAND`` (``demo`` for now; ``run``/``doctor`` later)."""
+"""Command line: ``python -m reseau_patch demo | run ... | doctor``.
+
+``run`` is dispatched before anything else is imported: patching must come first.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +25,28 @@ def build_parser() -> argparse.ArgumentParser:
         description=demo.__doc__)
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.main)
+    run_parser = sub.add_parser("run", help="patch_all(), then run a script or -m module",
+                                add_help=False)
+    run_parser.set_defaults(func=lambda a: 0)
+    doctor_parser = sub.add_parser("doctor", help="loop, resolver, patches and versions")
+    doctor_parser.set_defaults(func=lambda a: _doctor())
     return parser
+
+
+def _doctor() -> int:
+    from .cli import doctor
+
+    return doctor()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        from .cli import run
+
+        run(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 
