@@ -39,6 +39,9 @@ from .event_loop import READ, WRITE, EventLoop, IOWatcher, TimerHandle
 
 __all__ = ["Socket", "SocketDomain", "SocketOptions", "SocketState", "os_error"]
 
+# Unbound C methods: a borrowed socket may be a Python subclass (the patched
+# socket.socket, an SSL socket) whose overrides must not be re-entered from here.
+_C = _socket.socket
 _SOCK_FLAGS = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
 _ACCEPT_BATCH = 64  # accepts per readiness report, so one busy listener cannot starve the loop
 _SEND_MAX = 1 << 20
@@ -125,22 +128,29 @@ class Socket:
     """A non-blocking stream socket owned by one :class:`EventLoop`."""
 
     def __init__(self, loop: EventLoop, options: SocketOptions | None = None, *,
-                 sock: _socket.socket | None = None) -> None:
+                 sock: _socket.socket | None = None, owns_fd: bool = True) -> None:
+        """A new socket, or ``sock`` (connected) adopted.
+
+        ``owns_fd=False`` borrows a caller's socket (the patch layer's): its options are
+        left exactly as the caller set them and ``close()`` only detaches it from the loop.
+        """
         self.loop = loop
         self.options = options = options or SocketOptions()
+        self.owns_fd = owns_fd
         if sock is None:
             sock = _socket.socket(int(options.domain), _socket.SOCK_STREAM | _SOCK_FLAGS)
             self.state = SocketState.INIT
         else:
-            sock.setblocking(False)
+            _C.setblocking(sock, False)
             self.state = SocketState.CONNECTED
         self._sock = sock
-        self._fd = sock.fileno()
-        try:
-            self._apply_options()
-        except BaseException:
-            sock.close()
-            raise
+        self._fd = _C.fileno(sock)
+        if owns_fd:
+            try:
+                self._apply_options()
+            except BaseException:
+                _C.close(sock)
+                raise
         self._read_watcher: IOWatcher | None = None
         self._write_watcher: IOWatcher | None = None
         self._writes: deque[list] = deque()  # [memoryview, callback, total]
@@ -195,18 +205,18 @@ class Socket:
 
     def local_address(self) -> object:
         self._require_open()
-        return self._sock.getsockname()
+        return _C.getsockname(self._sock)
 
     def remote_address(self) -> object:
         self._require_open()
-        return self._sock.getpeername()
+        return _C.getpeername(self._sock)
 
     def bind(self, address: object) -> None:
         """Bind to ``(host, port)`` or a unix path ("\\0name" for a Linux abstract name)."""
         self._require_open()
         if self.state is not SocketState.INIT:
             raise os_error(errno.EINVAL, f"bind in state {self.state.value}")
-        self._sock.bind(_check_address(self.options.domain, address))
+        _C.bind(self._sock, _check_address(self.options.domain, address))
         self.state = SocketState.BOUND
 
     def listen(self, backlog: int = 511) -> None:
@@ -216,7 +226,7 @@ class Socket:
             raise os_error(errno.EINVAL, f"listen in state {self.state.value}; bind first")
         if not isinstance(backlog, int) or backlog < 0:
             raise ValueError(f"backlog must be a non-negative int, got {backlog!r}")
-        self._sock.listen(backlog)
+        _C.listen(self._sock, backlog)
         self.state = SocketState.LISTENING
         self.backlog = backlog
 
@@ -236,7 +246,7 @@ class Socket:
         self._connect_cb = on_connected
         self._connect_addr = address
         self.state = SocketState.CONNECTING
-        code = self._sock.connect_ex(address)
+        code = _C.connect_ex(self._sock, address)
         if code == 0:
             self.loop.call_soon(self._connect_done, None)
             return
@@ -250,7 +260,7 @@ class Socket:
                                                        self._on_connect_timeout)
 
     def _on_connect_ready(self, revents: int) -> None:
-        code = self._sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        code = _C.getsockopt(self._sock, _socket.SOL_SOCKET, _socket.SO_ERROR)
         self._connect_done(os_error(code) if code else None)
 
     def _on_connect_timeout(self) -> None:
@@ -299,7 +309,7 @@ class Socket:
             if self._accept_cb is None:
                 return
             try:
-                fd, _addr = self._sock._accept()
+                fd, _addr = _C._accept(self._sock)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -344,7 +354,7 @@ class Socket:
         if self.state is SocketState.CLOSED:
             raise os_error(errno.EBADF, "socket is closed")
         try:
-            n = self._sock.recv_into(buf)
+            n = _C.recv_into(self._sock, buf)
         except (BlockingIOError, InterruptedError):
             return None
         self.bytes_read += n
@@ -393,7 +403,7 @@ class Socket:
             view = entry[0]
             if view:
                 try:
-                    n = self._sock.send(view[:_SEND_MAX])
+                    n = _C.send(self._sock, view[:_SEND_MAX])
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
@@ -455,7 +465,7 @@ class Socket:
 
     def _shutdown_syscall(self, how: int) -> None:
         try:
-            self._sock.shutdown(how)
+            _C.shutdown(self._sock, how)
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:  # the peer already reset: nothing to half-close
                 raise
@@ -487,7 +497,8 @@ class Socket:
         if not self.loop.closed:
             self.loop.closing_fd(self._fd)
         self.state = SocketState.CLOSED
-        self._sock.close()
+        if self.owns_fd:
+            _C.close(self._sock)
 
     def __repr__(self) -> str:
         return f"<Socket fd={self._fd} {self.options.domain.name} {self.state.value}>"
