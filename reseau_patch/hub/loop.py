@@ -112,6 +112,10 @@ def _last_resort_report(context: object, exc: BaseException) -> None:
         pass
 
 
+def _noop() -> None:
+    pass
+
+
 @implementer(ILoop)
 class ReseauLoop:
     """gevent's loop contract (``gevent._interfaces.ILoop``) on one Reseau EventLoop."""
@@ -137,6 +141,7 @@ class ReseauLoop:
         self._break_requested = False
         self._pid = os.getpid()
         self._callbacks = CallbackQueue(self)
+        self.run_callback = self._callbacks.add  # type: ignore[method-assign] # hot path
         self._signals = SignalDispatcher(self)
         self._children = ChildReaper(self)
         self._fork_watchers: set[ForkWatcher] = set()
@@ -278,12 +283,14 @@ class ReseauLoop:
 
     # ------------------------------------------------------------------ callbacks
     def run_callback(self, func: Callable[..., Any], *args: Any) -> callback:
-        """Run ``func(*args)`` soon on the loop (loop thread); FIFO, before blocking."""
-        return self._callbacks.add(func, args)
+        """Run ``func(*args)`` soon on the loop (loop thread); FIFO, before blocking.
+
+        (Shadowed per instance by the queue's bound ``add``, which does exactly this.)"""
+        return self._callbacks.add(func, *args)
 
     def run_callback_threadsafe(self, func: Callable[..., Any], *args: Any) -> callback:
         """Like :meth:`run_callback`, from any thread; wakes the loop."""
-        return self._callbacks.add_threadsafe(func, args)
+        return self._callbacks.add_threadsafe(func, *args)
 
     # ------------------------------------------------------------------ watchers
     def io(self, fd: int, events: int, ref: bool = True, priority: int | None = None) -> IoWatcher:
@@ -347,6 +354,7 @@ class ReseauLoop:
                     w.callback(w.events)
 
         hook.start(feed)
+        ev.call_soon(_noop)  # like libev's pending feed: the next poll must not block
         return True
 
     # ------------------------------------------------------------------ lifecycle
@@ -357,9 +365,12 @@ class ReseauLoop:
             self._ev.after_fork()
             self._children.after_fork()
         if self._fork_watchers:
-            self._ev.call_soon(self._run_fork_watchers)
+            # A one-shot prepare hook: libev runs fork watchers first thing next iteration.
+            hook = Hook(self._ev, "prepare", ref=False)
+            hook.start(lambda: self._run_fork_watchers(hook))
 
-    def _run_fork_watchers(self) -> None:
+    def _run_fork_watchers(self, hook: Hook) -> None:
+        hook.stop()
         for w in list(self._fork_watchers):
             if w.active:
                 w._invoke()

@@ -17,19 +17,18 @@ from typing import Any
 
 from .channel import Channel, ChannelHandler
 from .event_loop import EventLoop
+from .happy_eyeballs import HappyEyeballs, HappyEyeballsConfig, Target
 from .resolver import Resolver, default_resolver
 from .socket import Socket, SocketDomain, SocketOptions, check_port
 from .socket_handler import SocketHandler
+from .tls import TlsClientSetup, TlsServerSetup
+from .tls_options import TlsConnectionOptions
 
 __all__ = ["ClientBootstrap", "ServerBootstrap", "ServerListener"]
 
 SetupCallback = Callable[[Channel | None, BaseException | None], Any]
 ShutdownCallback = Callable[[Channel, BaseException | None], Any]
 HandlerFactory = Callable[[Channel], ChannelHandler]
-
-
-def _family_domain(family: int) -> SocketDomain:
-    return SocketDomain(family)
 
 
 def _build_channel(loop: EventLoop, sock: Socket, factory: HandlerFactory, back_pressure: bool,
@@ -44,23 +43,38 @@ def _build_channel(loop: EventLoop, sock: Socket, factory: HandlerFactory, back_
 
 
 class ClientBootstrap:
-    """Resolve, then try each address in turn until one connects (Happy Eyeballs comes
-    with the resolver issue); the last error is reported if none does."""
+    """Resolve, then race the addresses with Happy Eyeballs v2 (RFC 8305, see
+    :mod:`.happy_eyeballs`); ``on_setup`` gets the winner's channel, or the error
+    ``socket.create_connection`` would raise (an ``ExceptionGroup`` with ``all_errors``)."""
 
     def __init__(self, loop: EventLoop, *, resolver: Resolver | None = None,
                  socket_options: SocketOptions | None = None,
-                 back_pressure: bool = False) -> None:
+                 back_pressure: bool = False,
+                 happy_eyeballs: HappyEyeballsConfig | None = None) -> None:
         self.loop = loop
         self.resolver = resolver or default_resolver()
         self.socket_options = socket_options or SocketOptions()
         self.back_pressure = back_pressure
+        self.happy_eyeballs = happy_eyeballs or HappyEyeballsConfig()
 
     def connect(self, host: str, port: int, handler_factory: HandlerFactory,
-                on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None) -> None:
+                on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None, *,
+                tls: TlsConnectionOptions | None = None) -> None:
         """Start connecting (any thread). For a unix path, pass it as ``host`` with port 0
-        and ``SocketOptions(domain=LOCAL)``."""
+        and ``SocketOptions(domain=LOCAL)``.
+
+        With ``tls``, a TLS handler goes between the socket handler and the application
+        handler, and ``on_setup`` runs once the handshake is done (or with its error); the
+        server name defaults to ``host``.
+        """
         if self.socket_options.domain is not SocketDomain.LOCAL:
             check_port(port)
+        if tls is not None:
+            local = self.socket_options.domain is SocketDomain.LOCAL
+            setup = TlsClientSetup(tls, handler_factory, on_setup, on_shutdown,
+                                   default_server_name=None if local else host)
+            handler_factory, on_setup, on_shutdown = (setup.factory, setup.on_setup,
+                                                      setup.on_shutdown)
         if self.loop.is_loop_thread():
             self._start(host, port, handler_factory, on_setup, on_shutdown)
         else:
@@ -68,10 +82,31 @@ class ClientBootstrap:
 
     def connect_addresses(self, addresses: list[tuple[int, object]],
                           handler_factory: HandlerFactory, on_setup: SetupCallback,
-                          on_shutdown: ShutdownCallback | None = None) -> None:
-        """Connect to the first working address of an already resolved list (loop-only)."""
+                          on_shutdown: ShutdownCallback | None = None) -> HappyEyeballs:
+        """Race an already resolved, ordered list of ``(family, sockaddr)`` (loop-only)."""
         self.loop._check_thread("ClientBootstrap.connect_addresses")
-        _Attempts(self, list(addresses), handler_factory, on_setup, on_shutdown).next(None)
+        he = self._racer(handler_factory, on_setup, on_shutdown)
+        he.start_targets([Target(family, addr) for family, addr in addresses])
+        return he
+
+    def _racer(self, factory: HandlerFactory, on_setup: SetupCallback,
+               on_shutdown: ShutdownCallback | None) -> HappyEyeballs:
+        loop = self.loop
+
+        def done(sock: Socket | None, err: BaseException | None) -> None:
+            if sock is None:
+                on_setup(None, err if err is not None else OSError("no addresses to connect to"))
+                return
+            try:
+                channel = _build_channel(loop, sock, factory, self.back_pressure, on_shutdown)
+            except Exception as exc:  # noqa: BLE001 - reported through on_setup
+                sock.close()
+                on_setup(None, exc)
+                return
+            on_setup(channel, None)
+
+        return HappyEyeballs(loop, self.socket_options, done, config=self.happy_eyeballs,
+                             resolver=self.resolver)
 
     def _start(self, host: str, port: int, factory: HandlerFactory, on_setup: SetupCallback,
                on_shutdown: ShutdownCallback | None) -> None:
@@ -79,67 +114,10 @@ class ClientBootstrap:
             self.connect_addresses([(int(SocketDomain.LOCAL), host)], factory, on_setup,
                                    on_shutdown)
             return
-
-        def resolved(addresses: list | None, err: BaseException | None) -> None:
-            if err is not None or not addresses:
-                on_setup(None, err)
-                return
-            _Attempts(self, addresses, factory, on_setup, on_shutdown).next(None)
-
         try:
-            self.resolver.resolve(self.loop, host, port, resolved)
+            self._racer(factory, on_setup, on_shutdown).start(host, port)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
             on_setup(None, exc)
-
-
-class _Attempts:
-    """Sequential connection attempts over an address list."""
-
-    def __init__(self, boot: ClientBootstrap, addresses: list, factory: HandlerFactory,
-                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
-        self.boot = boot
-        self.addresses = addresses
-        self.factory = factory
-        self.on_setup = on_setup
-        self.on_shutdown = on_shutdown
-        self.errors: list[BaseException] = []
-
-    def next(self, err: BaseException | None) -> None:
-        if err is not None:
-            self.errors.append(err)
-        if not self.addresses:
-            self.on_setup(None, self.errors[-1] if self.errors else
-                          OSError("no addresses to connect to"))
-            return
-        family, addr = self.addresses.pop(0)
-        boot = self.boot
-        opts = boot.socket_options
-        if opts.domain != family:
-            opts = SocketOptions(**{**opts.__dict__, "domain": _family_domain(family)})
-        try:
-            sock = Socket(boot.loop, opts)
-        except OSError as exc:
-            self.next(exc)
-            return
-
-        def connected(cerr: OSError | None) -> None:
-            if cerr is not None:
-                self.next(cerr)
-                return
-            try:
-                channel = _build_channel(boot.loop, sock, self.factory, boot.back_pressure,
-                                         self.on_shutdown)
-            except Exception as exc:  # noqa: BLE001 - reported through on_setup
-                sock.close()
-                self.on_setup(None, exc)
-                return
-            self.on_setup(channel, None)
-
-        try:
-            sock.connect(addr, connected)
-        except (OSError, ValueError, TypeError, OverflowError) as exc:
-            sock.close()
-            self.next(exc)
 
 
 class ServerListener:
@@ -160,6 +138,8 @@ class ServerListener:
         self.channels: set[Channel] = set()
         self._on_destroyed: Callable[[], Any] | None = None
         self.destroyed = False
+        #: Set by ``listen(tls=...)``: handshakes in progress and their failures.
+        self.tls_setup: TlsServerSetup | None = None
 
     def _on_accept(self, sock: Socket | None, err: OSError | None) -> None:
         if sock is None:
@@ -197,6 +177,8 @@ class ServerListener:
             return
         self.destroyed = True
         self._on_destroyed = on_destroyed or (lambda: None)
+        if self.tls_setup is not None:
+            self.tls_setup.abort_pending()  # not handed out yet: nobody else closes them
         self.socket.stop_accept()
         self.socket.close()
         loop.call_soon(self._maybe_destroyed)
@@ -213,13 +195,21 @@ class ServerBootstrap:
         self.back_pressure = back_pressure
 
     def listen(self, address: object, handler_factory: HandlerFactory,
-               on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None = None
-               ) -> ServerListener:
+               on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None = None, *,
+               tls: TlsConnectionOptions | None = None) -> ServerListener:
         """Bind and listen now (loop-only); raises the bind/listen ``OSError`` directly.
 
-        ``address`` may also be a :class:`Socket` already bound by the caller.
+        ``address`` may also be a :class:`Socket` already bound by the caller. With
+        ``tls``, ``on_incoming`` runs only for connections whose handshake succeeded;
+        failed handshakes are kept in ``listener.tls_setup.handshake_errors``.
         """
         self.loop._check_thread("ServerBootstrap.listen")
+        tls_setup = None
+        if tls is not None:
+            tls_setup = TlsServerSetup(tls, handler_factory, on_incoming, on_shutdown)
+            handler_factory, on_incoming, on_shutdown = (tls_setup.factory,
+                                                         tls_setup.on_setup,
+                                                         tls_setup.on_shutdown)
         if isinstance(address, Socket):
             sock = address
         else:
@@ -232,5 +222,6 @@ class ServerBootstrap:
             sock.close()
             raise
         listener = ServerListener(self, sock, handler_factory, on_incoming, on_shutdown)
+        listener.tls_setup = tls_setup
         sock.start_accept(listener._on_accept)
         return listener

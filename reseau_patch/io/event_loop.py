@@ -23,6 +23,7 @@ Contract (who may call what, and in which order callbacks come):
 
 from __future__ import annotations
 
+import _thread
 import errno
 import heapq
 import os
@@ -52,7 +53,30 @@ __all__ = [
 MINPRI = -2
 MAXPRI = 2
 _monotonic = time.monotonic
-_get_ident = threading.get_ident
+
+
+def _unpatched(module: str, name: str, current: Any) -> Any:
+    """``module.name`` as it was before gevent's monkey-patching, if gevent patched it.
+
+    Why: the loop's own lock must block the OS thread (the gevent hub itself takes it, and
+    a gevent lock would try to switch out of the hub), and thread ownership must be per
+    OS thread, not per greenlet. No gevent import here: only a module already loaded.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original(module, name)
+        except Exception:  # noqa: BLE001 - fall back to what we have
+            pass
+    return current
+
+
+_get_ident = _unpatched("_thread", "get_ident", _thread.get_ident)
+_allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
+
+
+def _minus_priority(ready: tuple[IOWatcher, int]) -> int:
+    return -ready[0].priority
 
 
 class LoopThreadError(RuntimeError):
@@ -254,7 +278,7 @@ class EventLoop:
         self.error_handler: Any = None
         # Cross-thread queue and its wake-up fd (eventfd; a pipe where there is none).
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()
-        self._post_lock = threading.Lock()
+        self._post_lock = _allocate_lock()
         if hasattr(os, "eventfd"):
             self._wake_r = self._wake_w = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         else:
@@ -481,7 +505,7 @@ class EventLoop:
         thread becomes the owner. Queued work and watchers are kept.
         """
         self._owner = _get_ident()
-        self._post_lock = threading.Lock()  # another thread may have held it at fork time
+        self._post_lock = _allocate_lock()  # another thread may have held it at fork time
         old_poller = self._poller
         self._poller = make_poller(self.backend)
         old_poller.close()
@@ -674,13 +698,18 @@ class EventLoop:
                 continue
             for w in entry.watchers:
                 if w.events & bits:
-                    ready.append((w.priority, w, bits & (w.events | ERROR)))
+                    ready.append((w, bits & (w.events | ERROR)))
         if self._io_priorities and len(ready) > 1:
-            ready.sort(key=lambda r: -r[0])
-        for _, w, bits in ready:
+            ready.sort(key=_minus_priority)
+        for w, bits in ready:
             # A watcher stopped by an earlier callback in this batch is skipped.
             if w.active:
-                self._call(w.callback, (bits,))
+                # Inlined self._call(): this is the hottest call site of the loop.
+                fn = w.callback
+                try:
+                    fn(bits)
+                except BaseException as exc:  # noqa: BLE001 - routed to handle_error
+                    self.handle_error(fn, type(exc), exc, exc.__traceback__)
 
     def _drain_posted(self) -> None:
         try:

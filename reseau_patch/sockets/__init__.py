@@ -7,12 +7,23 @@ Blocking calls park the current greenlet; the hub runs the io loop meanwhile.
 
 from ..hub import use_reseau_loop
 from .addresses import InetAddr, IPAddr, ip
+from .dns import (
+    DNSError,
+    getaddrinfo,
+    getalladdrinfo,
+    getipaddr,
+    getipaddrs,
+    getnameinfo,
+    islinklocaladdr,
+)
 from .endpoints import TCPServer, accept, bind, connect, listen, listenany
 from .tcp import TCPSocket
+from .tls import tlsupgrade
 
 use_reseau_loop()
 
 __all__ = [
+    "DNSError",
     "IPAddr",
     "InetAddr",
     "TCPServer",
@@ -20,7 +31,14 @@ __all__ = [
     "accept",
     "bind",
     "connect",
+    "getaddrinfo",
+    "getalladdrinfo",
+    "getipaddr",
+    "getipaddrs",
+    "getnameinfo",
     "ip",
+    "islinklocaladdr",
     "listen",
     "listenany",
+    "tlsupgrade",
 ]

@@ -18,8 +18,9 @@ import _socket
 import errno
 import ipaddress
 import os
+import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
@@ -27,11 +28,14 @@ import gevent
 from ..io.bootstrap import ClientBootstrap, ServerBootstrap, ServerListener
 from ..io.channel import Channel
 from ..io.event_loop import EventLoop
+from ..io.happy_eyeballs import HappyEyeballsConfig
 from ..io.resolver import Resolver
 from ..io.socket import Socket, SocketDomain, SocketOptions, check_port, os_error
+from ..io.tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions
 from .addresses import InetAddr, IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker, current_io_loop
 from .tcp import DEFAULT_READ_CAPACITY, TCPSocket
+from .tls import client_tls_options, server_tls_options
 
 __all__ = ["TCPServer", "accept", "bind", "connect", "listen", "listenany"]
 
@@ -75,15 +79,41 @@ def _options(domain: SocketDomain, connect_timeout: float | None, nodelay: bool,
 
 def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
             keepalive: bool = False, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-            back_pressure: bool = True, resolver: Resolver | None = None) -> TCPSocket:
-    """Open a stream connection; ``timeout`` bounds the whole connect, DNS included."""
+            back_pressure: bool = True, resolver: Resolver | None = None,
+            happy_eyeballs_delay: float | None = None, all_errors: bool = False,
+            tls: bool = False, ssl_context: ssl.SSLContext | None = None,
+            tls_options: TlsConnectionOptions | None = None, server_name: str | None = None,
+            ssl_cacert: str | None = None, ssl_capath: str | None = None,
+            ssl_cert: str | None = None, ssl_key: str | None = None,
+            ssl_insecure: bool = False, alpn_list: str | Sequence[str] | None = None,
+            tls_timeout: float | None = DEFAULT_TLS_TIMEOUT) -> TCPSocket:
+    """Open a stream connection; ``timeout`` bounds the whole connect, DNS included.
+
+    TLS keywords are described in :mod:`.tls`: with TLS on, ``connect`` returns once the
+    handshake completed (``timeout`` covers it too) and raises the ``ssl`` error if it
+    failed. The server name defaults to the host. With TLS 1.3 a server's refusal of our
+    client certificate arrives after the client's handshake: it is raised by the first read.
+
+    Names are raced with Happy Eyeballs v2 (RFC 8305): ``happy_eyeballs_delay`` is the
+    connection attempt delay (default 0.25 s, kept within 0.1–2 s). When every address
+    fails, the last address's error is raised, or with ``all_errors=True`` an
+    ``ExceptionGroup`` of all of them (as ``socket.create_connection`` does).
+    """
     domain, host, port = _split_address(address)
+    tls_opts = client_tls_options(tls=tls, tls_options=tls_options, ssl_context=ssl_context,
+                                  server_name=server_name, ssl_cacert=ssl_cacert,
+                                  ssl_capath=ssl_capath, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                                  ssl_insecure=ssl_insecure, alpn_list=alpn_list,
+                                  tls_timeout=tls_timeout)
     loop = current_io_loop()
     tcp = TCPSocket(loop, read_buffer_capacity=read_buffer_capacity,
                     back_pressure=back_pressure)
+    tcp.host = None if domain is SocketDomain.LOCAL else host
     opts = _options(domain or SocketDomain.IPV4, timeout, nodelay, keepalive)
+    he = HappyEyeballsConfig(all_errors=all_errors, **(
+        {} if happy_eyeballs_delay is None else {"attempt_delay": happy_eyeballs_delay}))
     boot = ClientBootstrap(loop, resolver=resolver, socket_options=opts,
-                           back_pressure=back_pressure)
+                           back_pressure=back_pressure, happy_eyeballs=he)
     result: list = []
     parker = Parker(tcp, "connect")
     abandoned = [False]
@@ -100,7 +130,7 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
         tcp.on_channel_shutdown(channel, err)
         channel.destroy()
 
-    boot.connect(host, port, tcp.attach, on_setup, on_shutdown)
+    boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
     if not result:
         try:
             if parker.park(loop, timeout) is TIMED_OUT and not result:
@@ -121,13 +151,18 @@ class TCPServer:
     """A listening stream socket; ``accept()`` hands out connected :class:`TCPSocket`\\ s.
 
     Connections are accepted eagerly into a queue (their channels start at once), so a
-    client's first bytes are already buffered when ``accept()`` returns.
+    client's first bytes are already buffered when ``accept()`` returns. With
+    ``tls_options``, a connection is queued only once its TLS handshake succeeded, so
+    ``accept()`` never returns a socket whose handshake is pending or failed; failed
+    handshakes are kept in :attr:`tls_handshake_errors`.
     """
 
     def __init__(self, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-                 back_pressure: bool = True) -> None:
+                 back_pressure: bool = True,
+                 tls_options: TlsConnectionOptions | None = None) -> None:
         self.read_buffer_capacity = read_buffer_capacity
         self.back_pressure = back_pressure
+        self.tls_options = tls_options
         self._loop: EventLoop | None = None
         self._socket: Socket | None = None
         self._listener: ServerListener | None = None
@@ -165,8 +200,14 @@ class TCPServer:
         boot = ServerBootstrap(loop, socket_options=self._socket.options, backlog=backlog,
                                back_pressure=self.back_pressure)
         self._listener = boot.listen(self._socket, self._make_handler, self._on_incoming,
-                                     self._on_channel_shutdown)
+                                     self._on_channel_shutdown, tls=self.tls_options)
         return self
+
+    @property
+    def tls_handshake_errors(self) -> list[BaseException]:
+        """The errors of the last (up to 16) failed TLS handshakes, oldest first."""
+        setup = self._listener.tls_setup if self._listener is not None else None
+        return list(setup.handshake_errors) if setup is not None else []
 
     def _make_handler(self, channel: Channel) -> TCPSocket:
         tcp = TCPSocket(self._loop, read_buffer_capacity=self.read_buffer_capacity,
@@ -174,6 +215,9 @@ class TCPServer:
         return tcp.attach(channel)
 
     def _on_incoming(self, channel: Channel | None, err: BaseException | None) -> None:
+        if channel is not None and self._closed:
+            channel.shutdown()  # a TLS handshake that finished after close(): nobody wants it
+            return
         if channel is None:
             self._accept_error = err  # EMFILE and friends: report to the next accept()
         else:
@@ -270,10 +314,25 @@ def _resolve_for_bind(host: str, port: int) -> tuple[SocketDomain, str]:
 
 def listen(*address: Any, backlog: int = 511, reuseaddr: bool = True,
            read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-           back_pressure: bool = True) -> TCPServer:
-    """Bind and listen: ``listen(port)`` binds 127.0.0.1, as the PRD says."""
+           back_pressure: bool = True, tls: bool = False,
+           ssl_context: ssl.SSLContext | None = None,
+           tls_options: TlsConnectionOptions | None = None, ssl_cert: str | None = None,
+           ssl_key: str | None = None, ssl_cacert: str | None = None,
+           ssl_capath: str | None = None, ssl_insecure: bool = False,
+           alpn_list: str | Sequence[str] | None = None,
+           tls_timeout: float | None = DEFAULT_TLS_TIMEOUT) -> TCPServer:
+    """Bind and listen: ``listen(port)`` binds 127.0.0.1, as the PRD says.
+
+    TLS keywords are described in :mod:`.tls`; ``accept()`` then hands out only sockets
+    whose handshake completed (see :class:`TCPServer`).
+    """
     domain, host, port = _split_address(address)
-    server = TCPServer(read_buffer_capacity=read_buffer_capacity, back_pressure=back_pressure)
+    tls_opts = server_tls_options(tls=tls, tls_options=tls_options, ssl_context=ssl_context,
+                                  ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cacert=ssl_cacert,
+                                  ssl_capath=ssl_capath, ssl_insecure=ssl_insecure,
+                                  alpn_list=alpn_list, tls_timeout=tls_timeout)
+    server = TCPServer(read_buffer_capacity=read_buffer_capacity, back_pressure=back_pressure,
+                       tls_options=tls_opts)
     if domain is None:
         domain, host = _resolve_for_bind(host, port)
     sockaddr = host if domain is SocketDomain.LOCAL else (host, port)

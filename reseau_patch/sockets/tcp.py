@@ -36,6 +36,7 @@ from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direct
 from ..io.event_loop import EventLoop
 from ..io.message import IoMessage
 from ..io.socket import os_error
+from ..io.tls import TlsHandler
 from .addresses import IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker
 
@@ -419,6 +420,66 @@ class TCPSocket(ChannelHandler):
         if self._state is not _State.CONNECTED or self._peername is None:
             raise os_error(errno.ENOTCONN) if self._state is _State.CONNECTED else _ebadf()
         return sockaddr_to_inetaddr(self._peername)
+
+    # ================================================================ TLS
+    #: The host name given to ``connect`` (``tlsupgrade``'s default server name).
+    host: str | None = None
+
+    @property
+    def tls(self) -> TlsHandler | None:
+        """The TLS handler under this socket, or None for a plaintext connection."""
+        s = self.slot.left if self.slot is not None else None
+        while s is not None:
+            if isinstance(s.handler, TlsHandler):
+                return s.handler
+            s = s.left
+        return None
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The ALPN protocol both sides agreed on (None without TLS or ALPN)."""
+        tls = self.tls
+        return tls.selected_alpn_protocol() if tls is not None else None
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """As ``ssl.SSLSocket.getpeercert`` (``{}`` for an unverified peer unless
+        ``binary_form``); None without TLS."""
+        tls = self.tls
+        return tls.getpeercert(binary_form) if tls is not None else None
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        tls = self.tls
+        return tls.cipher() if tls is not None else None
+
+    def version(self) -> str | None:
+        """``"TLSv1.3"`` and the like; None without TLS."""
+        tls = self.tls
+        return tls.version() if tls is not None else None
+
+    def _start_tls(self, tls: TlsHandler) -> None:
+        """``tlsupgrade``: put ``tls`` between the socket handler and this socket and start
+        it (loop thread). Buffered bytes nobody read came after the upgrade point: they
+        are the peer's first TLS bytes, so they go to ``tls`` and leave our buffer."""
+        self._check_thread("tlsupgrade")
+        if self._state is not _State.CONNECTED:
+            raise _ebadf()
+        if self._shut_down or self.slot is None or self.channel is None:
+            raise os_error(errno.EPIPE, "connection is shut down")
+        if self._read_error is not None:
+            raise self._read_error
+        slot = self.slot
+        leftover = bytes(self._buf[self._pos:])
+        self._buf.clear()
+        self._pos = 0
+        eof, self._eof = self._eof, False  # from now on EOF is the TLS layer's to report
+        tls_slot = ChannelSlot(slot.channel)
+        slot.insert_left(tls_slot)
+        tls_slot.set_handler(tls)
+        tls.feed(leftover)
+        if eof:
+            tls.feed_eof()
+        if leftover and self.back_pressure:
+            slot.increment_read_window(len(leftover))  # they left our buffer: re-credit
+        tls.start()
 
     def __enter__(self) -> TCPSocket:
         return self

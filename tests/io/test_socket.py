@@ -149,8 +149,9 @@ def test_bad_input_matches_stdlib(lt):
             s.bind("")
         finally:
             s.close()
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(OSError, match="empty") as ei:
         lt.call(empty_path)
+    assert ei.value.errno == errno.EINVAL
     with pytest.raises(ValueError, match="-1"):
         SocketOptions(keep_idle=-1)
     with pytest.raises(ValueError, match="x" * 20):

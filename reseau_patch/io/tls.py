@@ -1,0 +1,566 @@
+"""TLS as a channel handler: an ``ssl.SSLObject`` over two ``ssl.MemoryBIO``\\ s.
+
+The handler sits between the socket handler (left, ciphertext) and the application
+(right, plaintext). Contract (design brief §7.2, adapted to this channel):
+
+* **Ownership.** ``process_read`` copies the ciphertext into the incoming BIO and releases
+  the message at once. Plaintext for the application travels right in fresh pool
+  messages that the receiver owns. ``process_write`` encrypts the message, releases it,
+  and sends the ciphertext left in pool messages; only the *last* of those carries the
+  original ``on_completion``, so a write completes once, after all its bytes reached the
+  kernel. Writes made before the handshake completes are queued in order and sent after
+  it (their completions then fail with the handshake error if it fails).
+* **Windows** (back-pressure on). The application is handed at most its window; a TLS
+  record that does not fit stays decrypted-but-pending inside the ``SSLObject`` and is
+  delivered when ``increment_read_window`` reports more room. This handler's own window
+  (ciphertext the socket handler may send) is kept at ``downstream window + 53 bytes per
+  16 KiB`` and never below two records: the handshake and any record larger than the
+  application's window can always be read in full, so this slot never stalls the
+  channel.
+* **Order of callbacks.** A client starts with :meth:`TlsHandler.start`; a server starts at
+  its first byte, and so does its handshake timeout. The negotiation callbacks run exactly
+  once — on success before any application byte is delivered (so an ALPN hook can install
+  the protocol handler first), on failure before the channel shuts down with the error.
+* **EOF and errors.** Peer ``close_notify`` → ``process_read_eof`` to the right, after all
+  data; the channel stays open for writing (TLS half-close). A peer that closes the TCP
+  stream without ``close_notify`` → ``ssl.SSLEOFError``, exactly what ``SSLObject.read``
+  raises for a truncated stream, as the channel's shutdown error (after the data that came
+  before it). Every error is the stdlib's ``ssl`` exception (``SSLCertVerificationError``
+  with ``verify_message``, ...), or ``TimeoutError`` for the handshake timeout.
+* **Shutdown.** ``process_write_eof`` and a graceful (error-free, non-abort) WRITE shutdown
+  send ``close_notify``; an abort or an error does not. READ shutdown delivers what is
+  already received and fits the application's window, then drops the rest (the window
+  may never open again once the application is closing).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .alpn import AlpnHandler, AlpnSelector
+from .channel import Channel, ChannelHandler, ChannelSlot, ChannelTask, Direction, TaskStatus
+from .message import MAX_FRAGMENT, IoMessage
+from .tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions, TlsContextOptions
+
+__all__ = [
+    "TLS_RECORD_OVERHEAD",
+    "TlsClientSetup",
+    "TlsHandler",
+    "TlsServerSetup",
+    "TlsState",
+    "find_tls_handler",
+]
+
+#: Bytes a TLS record may add to a write (aws-c-io's ``TLS_EST_RECORD_OVERHEAD``).
+TLS_RECORD_OVERHEAD = 53
+#: Smallest ciphertext window: two full records, so a record never waits for the app.
+_CIPHERTEXT_FLOOR = 2 * (MAX_FRAGMENT + 2 * TLS_RECORD_OVERHEAD)
+
+NegotiationCallback = Callable[["TlsHandler", BaseException | None], Any]
+
+
+class TlsState(enum.Enum):
+    IDLE = "idle"  # a client before start(), a server before its first byte
+    HANDSHAKING = "handshaking"
+    NEGOTIATED = "negotiated"
+    FAILED = "failed"
+
+
+class TlsHandler(ChannelHandler):
+    """Client or server TLS in one channel slot; see the module docstring.
+
+    ``context`` is used unchanged. ``server_hostname`` (clients) is the SNI name and the
+    name the certificate must match when the context checks hostnames.
+    """
+
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool = False,
+                 server_hostname: str | None = None,
+                 timeout: float | None = DEFAULT_TLS_TIMEOUT,
+                 on_negotiated: NegotiationCallback | None = None,
+                 session: ssl.SSLSession | None = None) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        # wrap_bio raises the stdlib's ValueError for bad combinations (a client context
+        # used server-side, check_hostname without a server name, ...).
+        self.sslobj: ssl.SSLObject = context.wrap_bio(
+            self._in, self._out, server_side=server_side,
+            server_hostname=None if server_side else server_hostname, session=session)
+        self.context = context
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.timeout = timeout
+        self.state = TlsState.IDLE
+        self.error: BaseException | None = None
+        self.slot: ChannelSlot | None = None
+        #: Loop times of the handshake's start and end (statistics).
+        self.handshake_started: float | None = None
+        self.handshake_finished: float | None = None
+        #: True once the peer's close_notify was read.
+        self.peer_closed = False
+        self._callbacks: list[NegotiationCallback] = [on_negotiated] if on_negotiated else []
+        self._reported = False
+        self._timer: ChannelTask | None = None
+        self._pending_writes: deque[IoMessage] = deque()
+        self._write_eof_pending = False
+        self._close_notify_sent = False
+        self._read_closed = False  # EOF or error delivered, or READ shut down
+        self._input_eof = False
+
+    # ================================================================ results
+    @property
+    def negotiated(self) -> bool:
+        return self.state is TlsState.NEGOTIATED
+
+    def add_negotiation_callback(self, callback: NegotiationCallback) -> None:
+        """Call ``callback(handler, error)`` once the handshake ends (next tick if it has)."""
+        if self._reported:
+            loop = self.slot.channel.loop if self.slot is not None else None
+            if loop is not None:
+                loop.call_soon(callback, self, self.error if self.state is TlsState.FAILED
+                               else None)
+            return
+        self._callbacks.append(callback)
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self.sslobj.selected_alpn_protocol()
+
+    def version(self) -> str | None:
+        return self.sslobj.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self.sslobj.cipher()
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """As ``ssl.SSLSocket.getpeercert`` (``ValueError`` before the handshake)."""
+        return self.sslobj.getpeercert(binary_form)
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self.sslobj.session
+
+    @property
+    def session_reused(self) -> bool:
+        return self.sslobj.session_reused
+
+    # ================================================================ handshake
+    def initial_window_size(self) -> int:
+        return _CIPHERTEXT_FLOOR
+
+    def message_overhead(self) -> int:
+        return TLS_RECORD_OVERHEAD
+
+    def start(self) -> None:
+        """Begin negotiating (loop-only, once installed). A client sends its hello now; a
+        server waits for the peer's first byte (the timeout starts then) unless bytes were
+        already :meth:`feed`\\ ed."""
+        if self.state is not TlsState.IDLE:
+            return
+        if self.server_side and not self._in.pending and not self._input_eof:
+            return
+        self._begin()
+        self._after_input()
+
+    def feed(self, data: bytes) -> None:
+        """Ciphertext that arrived outside the channel (tlsupgrade: bytes the plaintext
+        reader had already buffered). Processed by the next :meth:`start`/read."""
+        if data:
+            self._in.write(data)
+
+    def feed_eof(self) -> None:
+        """The stream already ended before the handler was installed."""
+        self._input_eof = True
+        self._in.write_eof()
+
+    def _begin(self) -> None:
+        self.state = TlsState.HANDSHAKING
+        ch = self.slot.channel
+        self.handshake_started = ch.loop.now()
+        if self.timeout is not None:
+            self._timer = ch.schedule_task(self._on_timeout, self.timeout)
+        self._drive_handshake()
+
+    def _drive_handshake(self) -> None:
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_out()
+            return
+        except Exception as exc:  # noqa: BLE001 - the stdlib's ssl error, reported as is
+            self._flush_out()  # our alert tells the peer why
+            self._fail(exc)
+            return
+        self._flush_out()
+        self.state = TlsState.NEGOTIATED
+        self._cancel_timer()
+        self._report(None)
+        # Writes queued during the handshake go out now, in order, then a queued write EOF.
+        while self._pending_writes and self.state is TlsState.NEGOTIATED:
+            msg = self._pending_writes.popleft()
+            try:
+                self._encrypt(msg)
+            except Exception as exc:  # noqa: BLE001
+                self._complete(msg, exc)
+                self._fatal(exc)
+        if self._write_eof_pending and self.state is TlsState.NEGOTIATED:
+            self._write_eof_pending = False
+            self._close_write()
+
+    def _on_timeout(self, status: TaskStatus) -> None:
+        self._timer = None
+        if status is TaskStatus.RUN_READY and self.state in (TlsState.IDLE,
+                                                              TlsState.HANDSHAKING):
+            self._fail(TimeoutError(errno.ETIMEDOUT,
+                                    f"TLS handshake timed out after {self.timeout:g} s"))
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and not timer.done and self.slot is not None:
+            self.slot.channel.cancel_task(timer)
+
+    def _report(self, err: BaseException | None) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        if self.slot is not None:
+            self.handshake_finished = self.slot.channel.loop.now()
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb(self, err)
+            except Exception as exc:  # noqa: BLE001 - a callback bug ends the connection
+                self._fatal(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The handshake failed: report, fail queued writes, shut the channel down."""
+        if self.state is TlsState.FAILED:
+            return
+        self.state = TlsState.FAILED
+        self.error = exc
+        self._read_closed = True
+        self._cancel_timer()
+        self._fail_pending_writes(exc)
+        self._report(exc)
+        if self.slot is not None:
+            self.slot.channel.shutdown(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        """An error after the handshake: no more input; the channel shuts down with it."""
+        if self.error is None:
+            self.error = exc
+        self._read_closed = True
+        if self.slot is not None:
+            self.slot.channel.shutdown(exc)
+
+    # ================================================================ reading
+    def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
+        if self._read_closed:
+            msg.release()
+            return
+        self._in.write(msg.data())
+        msg.release()
+        self._after_input()
+
+    def process_read_eof(self, slot: ChannelSlot) -> None:
+        if self._read_closed or self._input_eof:
+            return
+        # Let the SSLObject see the end of the stream: after the data it still holds it
+        # returns b"" (close_notify seen) or raises SSLEOFError (truncation).
+        self.feed_eof()
+        self._after_input()
+
+    def _after_input(self) -> None:
+        if self.state is TlsState.IDLE:
+            self._begin()  # a server's handshake (and timeout) starts at its first byte
+        elif self.state is TlsState.HANDSHAKING:
+            self._drive_handshake()
+        if self.state is TlsState.NEGOTIATED:
+            self._pump()
+        elif self.state is TlsState.HANDSHAKING:
+            self._regrant()
+
+    def increment_read_window(self, slot: ChannelSlot, size: int) -> None:
+        if self._read_closed:
+            return
+        if self.state is TlsState.NEGOTIATED:
+            self._pump()  # pending plaintext first, then more credit
+        else:
+            self._regrant()
+
+    def _pump(self) -> None:
+        """Decrypt and deliver as much as the application's window takes."""
+        slot = self.slot
+        pool = slot.channel.pool
+        sslobj = self.sslobj
+        while not self._read_closed:
+            window = slot.downstream_read_window()
+            if window <= 0:
+                break
+            n = min(window, MAX_FRAGMENT)
+            msg = pool.acquire(n)
+            try:
+                got = sslobj.read(n, msg.buf)
+            except ssl.SSLWantReadError:
+                msg.release()
+                break
+            except ssl.SSLZeroReturnError:
+                got = 0  # close_notify, after we sent ours (unwrap) — still a clean EOF
+            except Exception as exc:  # noqa: BLE001 - SSLEOFError (truncation), bad MAC, alert
+                msg.release()
+                self._flush_out()
+                self._fatal(exc)
+                return
+            if got == 0:
+                msg.release()
+                self._read_closed = True
+                self.peer_closed = True
+                slot.send_read_eof()
+                break
+            msg.len = got
+            slot.send_message(msg, Direction.READ)
+        self._flush_out()  # reading may answer the peer (TLS 1.3 KeyUpdate, alerts)
+        self._regrant()
+
+    def _regrant(self) -> None:
+        """Keep this slot's ciphertext credit at what the application's window needs."""
+        slot = self.slot
+        if slot is None or self._read_closed or not slot.channel.back_pressure:
+            return
+        down = slot.downstream_read_window()
+        want = max(_CIPHERTEXT_FLOOR,
+                   down + -(-down // MAX_FRAGMENT) * TLS_RECORD_OVERHEAD)
+        have = slot.window + slot.pending_increment + self._in.pending
+        if want > have:
+            slot.increment_read_window(want - have)
+
+    # ================================================================ writing
+    def process_write(self, slot: ChannelSlot, msg: IoMessage) -> None:
+        if self.state is TlsState.FAILED or self.error is not None:
+            raise self.error  # the sender releases msg (channel contract)
+        if self.state is not TlsState.NEGOTIATED:
+            self._pending_writes.append(msg)
+            return
+        self._encrypt(msg)
+
+    def _encrypt(self, msg: IoMessage) -> None:
+        data = msg.data()
+        if len(data):
+            self.sslobj.write(data)  # a memory BIO takes everything: no partial writes
+        cb = msg.on_completion
+        msg.release()
+        self._flush_out(cb)
+
+    def _flush_out(self, on_completion: Callable[[BaseException | None], None] | None = None
+                   ) -> None:
+        """Send what the SSLObject wrote to the outgoing BIO left, chunked into messages;
+        the last chunk carries ``on_completion``."""
+        slot = self.slot
+        if not self._out.pending or slot is None:
+            if on_completion is not None and slot is not None:
+                slot.channel.loop.call_soon(on_completion, None)
+            return
+        data = memoryview(self._out.read())
+        total, off = len(data), 0
+        while off < total:
+            msg = slot.acquire_message(total - off)
+            off += msg.fill(data[off:])
+            if off >= total:
+                msg.on_completion = on_completion
+            slot.send_message(msg, Direction.WRITE)
+
+    def _complete(self, msg: IoMessage, err: BaseException | None) -> None:
+        cb = msg.on_completion
+        msg.release()
+        if cb is not None and self.slot is not None:
+            self.slot.channel.loop.call_soon(cb, err)
+
+    def _fail_pending_writes(self, err: BaseException) -> None:
+        while self._pending_writes:
+            self._complete(self._pending_writes.popleft(), err)
+
+    def process_write_eof(self, slot: ChannelSlot) -> None:
+        if self.state in (TlsState.IDLE, TlsState.HANDSHAKING):
+            self._write_eof_pending = True  # after the queued writes, once negotiated
+            return
+        if self.state is TlsState.NEGOTIATED:
+            self._close_write()
+
+    def _close_write(self) -> None:
+        self._send_close_notify()
+        self.slot.send_write_eof()
+
+    def _send_close_notify(self) -> None:
+        if self._close_notify_sent or self.state is not TlsState.NEGOTIATED:
+            return
+        self._close_notify_sent = True
+        try:
+            self.sslobj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # ours is written; the peer's comes later, or never — reading goes on
+        except (ssl.SSLError, ValueError):
+            pass  # the session is already broken: nothing to notify
+        self._flush_out()
+
+    # ================================================================ shutdown
+    def shutdown(self, slot: ChannelSlot, direction: Direction, error: BaseException | None,
+                 abort: bool) -> None:
+        if direction is Direction.READ:
+            if self.state in (TlsState.IDLE, TlsState.HANDSHAKING):
+                self._fail(error or ConnectionAbortedError(
+                    errno.ECONNABORTED, "connection shut down during the TLS handshake"))
+            elif self.state is TlsState.NEGOTIATED and not abort and not self._read_closed:
+                self._pump()  # deliver what already arrived and fits
+            self._read_closed = True
+            self._cancel_timer()
+        else:
+            self._fail_pending_writes(error or BrokenPipeError(
+                errno.EPIPE, "TLS connection shut down before the handshake completed"))
+            if error is None and not abort:
+                self._send_close_notify()
+        slot.on_shutdown_complete(direction, error, abort)
+
+    def destroy(self) -> None:
+        self._pending_writes.clear()
+        self._callbacks = []
+
+    def __repr__(self) -> str:
+        side = "server" if self.server_side else "client"
+        return f"<TlsHandler {side} {self.state.value} {self.version() or ''}>"
+
+
+def find_tls_handler(channel: Channel) -> TlsHandler | None:
+    """The first TLS handler in ``channel`` (left to right), if any."""
+    for slot in channel.slots():
+        if isinstance(slot.handler, TlsHandler):
+            return slot.handler
+    return None
+
+
+# ==================================================================== bootstrap glue
+SetupCallback = Callable[[Channel | None, BaseException | None], Any]
+ShutdownCallback = Callable[[Channel, BaseException | None], Any]
+HandlerFactory = Callable[[Channel], ChannelHandler]
+
+
+class _TlsSetup:
+    """Wraps a bootstrap's factory and callbacks so that TLS sits between the socket
+    handler and the application handler, and setup is reported only once the handshake
+    succeeded (with the ALPN protocol handler installed, if a hook was given)."""
+
+    server_side = False
+
+    def __init__(self, options: TlsConnectionOptions, factory: HandlerFactory,
+                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
+        ctx_opts = options.context
+        if isinstance(ctx_opts, TlsContextOptions) and ctx_opts.server_side != self.server_side:
+            raise ValueError(f"TlsContextOptions(server_side={ctx_opts.server_side}) used for "
+                             f"a {'server' if self.server_side else 'client'} connection")
+        self.options = options
+        self.context = options.ssl_context()  # build now: bad options fail at the call
+        wrong = ssl.PROTOCOL_TLS_CLIENT if self.server_side else ssl.PROTOCOL_TLS_SERVER
+        if self.context.protocol == wrong:
+            raise ValueError(f"a {'server' if self.server_side else 'client'} cannot use an "
+                             f"ssl.SSLContext made with {wrong.name}")
+        self.selector: AlpnSelector | None = options.alpn_handlers
+        self.user_factory = factory
+        self.user_on_setup = on_setup
+        self.user_on_shutdown = on_shutdown
+        #: Channels whose handshake has not been reported as a setup yet.
+        self.pending: dict[Channel, TlsHandler] = {}
+
+    def _server_hostname(self) -> str | None:
+        return None
+
+    def factory(self, channel: Channel) -> ChannelHandler:
+        tls = TlsHandler(self.context, server_side=self.server_side,
+                         server_hostname=self._server_hostname(),
+                         timeout=self.options.timeout,
+                         on_negotiated=lambda h, err: self._negotiated(channel, h, err))
+        channel.add_handler(tls)
+        self.pending[channel] = tls
+        if self.selector is not None:
+            return AlpnHandler(self.selector)
+        return self.user_factory(channel)
+
+    def on_setup(self, channel: Channel | None, err: BaseException | None) -> None:
+        if channel is None:
+            self.user_on_setup(None, err)
+            return
+        tls = self.pending.get(channel)
+        if tls is not None:
+            tls.start()
+
+    def _negotiated(self, channel: Channel, tls: TlsHandler, err: BaseException | None) -> None:
+        if err is not None:
+            return  # the channel is shutting down; on_shutdown reports the failure
+        right = tls.slot.right.handler if tls.slot and tls.slot.right else None
+        if isinstance(right, AlpnHandler):
+            try:
+                right.install(tls.selected_alpn_protocol())
+            except Exception as exc:  # noqa: BLE001 - UnhandledAlpnProtocolError & co
+                tls.error = exc
+                channel.shutdown(exc)
+                return
+        self.pending.pop(channel, None)
+        self.user_on_setup(channel, None)
+
+    def on_shutdown(self, channel: Channel, err: BaseException | None) -> None:
+        tls = self.pending.pop(channel, None)
+        if tls is None:
+            if self.user_on_shutdown is not None:
+                self.user_on_shutdown(channel, err)
+            return
+        self._setup_failed(channel, err or tls.error or ConnectionAbortedError(
+            errno.ECONNABORTED, "connection closed during the TLS handshake"))
+
+    def _setup_failed(self, channel: Channel, err: BaseException) -> None:
+        raise NotImplementedError
+
+
+class TlsClientSetup(_TlsSetup):
+    """Client side: ``on_setup(channel, None)`` after the handshake, or
+    ``on_setup(None, error)`` once the failed channel has shut down (and is destroyed)."""
+
+    def __init__(self, options: TlsConnectionOptions, factory: HandlerFactory,
+                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None, *,
+                 default_server_name: str | None = None) -> None:
+        super().__init__(options, factory, on_setup, on_shutdown)
+        self.server_name = options.server_name or default_server_name
+
+    def _server_hostname(self) -> str | None:
+        return self.server_name
+
+    def _setup_failed(self, channel: Channel, err: BaseException) -> None:
+        channel.destroy()
+        self.user_on_setup(None, err)
+
+
+class TlsServerSetup(_TlsSetup):
+    """Server side: ``on_incoming(channel, None)`` only after the handshake. A failed
+    handshake is not an accept error: it goes to ``on_handshake_error(err)`` (if set) and
+    :attr:`handshake_errors` (the last 16), and the listener destroys the channel."""
+
+    server_side = True
+
+    def __init__(self, options: TlsConnectionOptions, factory: HandlerFactory,
+                 on_incoming: SetupCallback, on_shutdown: ShutdownCallback | None = None,
+                 on_handshake_error: Callable[[BaseException], Any] | None = None) -> None:
+        super().__init__(options, factory, on_incoming, on_shutdown)
+        self.on_handshake_error = on_handshake_error
+        self.handshake_errors: deque[BaseException] = deque(maxlen=16)
+
+    def _setup_failed(self, channel: Channel, err: BaseException) -> None:
+        self.handshake_errors.append(err)
+        if self.on_handshake_error is not None:
+            self.on_handshake_error(err)
+
+    def abort_pending(self) -> None:
+        """Abort every connection still handshaking (the listener is going away)."""
+        for channel in list(self.pending):
+            channel.shutdown(ConnectionAbortedError(errno.ECONNABORTED,
+                                                    "TLS listener closed during the handshake"),
+                             abort=True)
