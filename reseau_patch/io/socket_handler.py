@@ -48,7 +48,10 @@ class SocketHandler(ChannelHandler):
         if self.eof or self.shutting_down or self.socket.closed:
             return
         if not self.socket.reading:
+            # Try the kernel at once (this runs from a task, never inside a read), and
+            # keep the subscription only if it would block (design: kernel first).
             self.socket.subscribe_readable(self._on_readable)
+            self._on_readable(0)
 
     def _on_readable(self, revents: int) -> None:
         slot = self.slot

@@ -1,5 +1,389 @@
-"""Placeholder until the TLS channel handler lands: leaves ``ssl`` untouched."""
+"""TLS for patched code: ``ctx.wrap_socket(sock)`` runs our TLS channel handler.
+
+Nothing replaces ``ssl.SSLContext``: the hook is the class attribute
+``SSLContext.sslsocket_class``, which ``SSLContext.wrap_socket`` looks up at call time. So
+contexts made *before* ``patch_all`` (urllib3 builds them at import) use it too, the
+caller's context is used unchanged (its verify mode, CA store, ALPN, SNI callback), and
+gevent's "ssl imported before patching" RecursionError class cannot happen.
+
+The wrapped connection is a channel ``SocketHandler → TlsHandler → TCPSocket`` on the
+calling thread's loop; :class:`ReseauSSLSocket` is the stdlib-shaped face of that
+``TCPSocket`` (on-demand reads: ciphertext is pulled only when someone reads). Errors are
+the ``ssl`` module's own. The fd stays owned by this socket object, as in the stdlib.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import ssl
+import time
+from typing import Any
+
+from ..io.channel import Channel
+from ..io.socket import Socket as IoSocket
+from ..io.socket_handler import SocketHandler
+from ..io.tls import TlsHandler, TlsState
+from ..sockets.parking import TIMED_OUT, Parker, current_io_loop
+from ..sockets.tcp import TCPSocket
+from .green_socket import GreenSocket
+
+__all__ = ["ReseauSSLSocket", "install", "uninstall"]
+
+_original_sslsocket_class = ssl.SSLContext.sslsocket_class
+_READ_CHUNK = 64 * 1024
+
+
+def _want_read() -> ssl.SSLWantReadError:
+    return ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
+                                "The operation did not complete (read)")
+
+
+class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
+    """``ssl.SSLSocket`` whose TLS runs in a Reseau channel (see the module docstring)."""
+
+    _rp_tcp: TCPSocket | None = None
+    _rp_tls: TlsHandler | None = None
+
+    @classmethod
+    def _create(cls, sock: Any, server_side: bool = False,
+                do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+                server_hostname: str | None = None, context: ssl.SSLContext | None = None,
+                session: ssl.SSLSession | None = None) -> ReseauSSLSocket:
+        if sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_TYPE) != _socket.SOCK_STREAM:
+            raise NotImplementedError("only stream sockets are supported")
+        if server_side:
+            if server_hostname:
+                raise ValueError("server_hostname can only be specified in server mode")
+            if session is not None:
+                raise ValueError("session can only be specified in client mode")
+        if context.check_hostname and not server_hostname:
+            raise ValueError("check_hostname requires server_hostname")
+        kwargs = dict(family=sock.family, type=sock.type, proto=sock.proto,
+                      fileno=sock.fileno())
+        self = cls.__new__(cls, **kwargs)
+        GreenSocket.__init__(self, **kwargs)
+        timeout = sock.gettimeout()
+        sock.detach()
+        self._context = context
+        self._session = session
+        self._closed = False
+        self._sslobj = None
+        self.server_side = server_side
+        self.server_hostname = context._encode_hostname(server_hostname)
+        self.do_handshake_on_connect = do_handshake_on_connect
+        self.suppress_ragged_eofs = suppress_ragged_eofs
+        self.settimeout(timeout)
+        try:
+            self.getpeername()
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            connected = False
+        else:
+            connected = True
+        self._connected = connected
+        if connected:
+            try:
+                self._rp_start()
+                if do_handshake_on_connect:
+                    self.do_handshake()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    # ------------------------------------------------------------------ the channel
+    def _rp_start(self) -> None:
+        loop = current_io_loop()
+        io_sock = IoSocket(loop, sock=self, owns_fd=False)
+        channel = Channel(loop, back_pressure=True)
+        channel.activate()
+        channel.add_handler(SocketHandler(io_sock))
+        tls = TlsHandler(self._context, server_side=self.server_side,
+                         server_hostname=self.server_hostname, timeout=None,
+                         session=self._session)
+        channel.add_handler(tls)
+        tcp = TCPSocket(loop, on_demand=True)
+        tcp.attach(channel)
+        channel.add_handler(tcp)
+
+        def on_shutdown(ch: Channel, err: BaseException | None) -> None:
+            tcp.on_channel_shutdown(ch, err)
+            ch.destroy()
+
+        channel.on_shutdown = on_shutdown
+        self._rp_tcp, self._rp_tls = tcp, tls
+        self._sslobj = tls.sslobj  # what stdlib helpers (and users) inspect
+        tls.start()
+
+    def _rp_channel_tcp(self) -> TCPSocket:
+        tcp = self._rp_tcp
+        if tcp is None:
+            if self._closed or self.fileno() < 0:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+            raise OSError(errno.ENOTCONN, "Socket is not connected")
+        tcp._timeout = self._rp_timeout
+        return tcp
+
+    def _rp_pending(self) -> int:
+        tcp = self._rp_tcp
+        return tcp.pending() if tcp is not None else 0
+
+    # ------------------------------------------------------------------ handshake
+    def do_handshake(self, block: bool = False) -> None:
+        tcp = self._rp_channel_tcp()
+        tls = self._rp_tls
+        if tls.state is TlsState.NEGOTIATED:
+            return
+        if tls.state is TlsState.FAILED:
+            raise tls.error
+        timeout = self._rp_timeout
+        if timeout == 0.0 and not block:
+            raise _want_read()
+        parker = Parker(self, "handshake")
+        result: list[BaseException | None] = []
+
+        def done(_h: TlsHandler, err: BaseException | None) -> None:
+            result.append(err)
+            parker.wake()
+
+        tls.add_negotiation_callback(done)
+        deadline = None if timeout is None or block else time.monotonic() + timeout
+        while not result:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if parker.park(tcp._loop, remaining) is TIMED_OUT and not result:
+                tcp.channel.shutdown(TimeoutError("The handshake operation timed out"))
+                raise TimeoutError("_ssl.c:983: The handshake operation timed out")
+        if result[0] is not None:
+            raise result[0]
+
+    def connect(self, address: Any) -> None:
+        self._rp_real_connect(address)
+
+    def connect_ex(self, address: Any) -> int:
+        try:
+            self._rp_real_connect(address)
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+        return 0
+
+    def _rp_real_connect(self, address: Any) -> None:
+        if self.server_side:
+            raise ValueError("can't connect in server-side mode")
+        if self._connected or self._rp_tcp is not None:
+            raise ValueError("attempt to connect already-connected SSLSocket!")
+        GreenSocket._connect(self, address)
+        self._connected = True
+        try:
+            self._rp_start()
+            if self.do_handshake_on_connect:
+                self.do_handshake()
+        except BaseException:
+            self._rp_tcp = self._rp_tls = None
+            self._sslobj = None
+            raise
+
+    # ------------------------------------------------------------------ reading
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002
+        tcp = self._rp_channel_tcp()
+        if buffer is not None:
+            view = memoryview(buffer).cast("B")
+            n = min(len, view.nbytes) if len else view.nbytes
+            return self._rp_readinto(tcp, view[:n])
+        buf = bytearray(len)
+        n = self._rp_readinto(tcp, memoryview(buf))
+        return bytes(buf[:n])
+
+    def _rp_readinto(self, tcp: TCPSocket, view: memoryview) -> int:
+        if not view.nbytes:
+            return 0
+        if self._rp_timeout == 0.0 and not tcp.pending():
+            if tcp._eof:
+                return 0
+            tcp._want = view.nbytes
+            tcp._request()
+            raise _want_read()
+        try:
+            return tcp.readinto(view)
+        except ssl.SSLEOFError:
+            if self.suppress_ragged_eofs:
+                return 0
+            raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if flags:
+            raise ValueError(f"non-zero flags not allowed in calls to recv() on {type(self)}")
+        return self.read(buflen)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if flags:
+            raise ValueError(
+                f"non-zero flags not allowed in calls to recv_into() on {type(self)}")
+        view = memoryview(buffer).cast("B")
+        n = nbytes or view.nbytes
+        return self._rp_readinto(self._rp_channel_tcp(), view[:n])
+
+    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> Any:
+        raise ValueError(f"recvfrom not allowed on instances of {type(self)}")
+
+    def recvfrom_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> Any:
+        raise ValueError(f"recvfrom_into not allowed on instances of {type(self)}")
+
+    def recvmsg(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"recvmsg not allowed on instances of {type(self)}")
+
+    def recvmsg_into(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"recvmsg_into not allowed on instances of {type(self)}")
+
+    def pending(self) -> int:
+        return self._rp_pending()
+
+    # ------------------------------------------------------------------ writing
+    def write(self, data: Any) -> int:
+        return self._rp_channel_tcp().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if flags:
+            raise ValueError(f"non-zero flags not allowed in calls to send() on {type(self)}")
+        return self._rp_channel_tcp().write(data)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if flags:
+            raise ValueError(
+                f"non-zero flags not allowed in calls to sendall() on {type(self)}")
+        self._rp_channel_tcp().write(data)
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+        raise ValueError(f"sendto not allowed on instances of {type(self)}")
+
+    def sendmsg(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"sendmsg not allowed on instances of {type(self)}")
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        return self._sendfile_use_send(file, offset, count)
+
+    # ------------------------------------------------------------------ TLS facts
+    def _rp_tls_or_none(self) -> TlsHandler | None:
+        return self._rp_tls
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        self._checkClosed()
+        tls = self._rp_tls
+        if tls is None or tls.state is not TlsState.NEGOTIATED:
+            raise ValueError("handshake not done yet")
+        return tls.getpeercert(binary_form)
+
+    def selected_alpn_protocol(self) -> str | None:
+        tls = self._rp_tls
+        return tls.selected_alpn_protocol() if tls is not None else None
+
+    def selected_npn_protocol(self) -> None:
+        return None
+
+    def cipher(self) -> Any:
+        tls = self._rp_tls
+        return tls.cipher() if tls is not None else None
+
+    def shared_ciphers(self) -> Any:
+        tls = self._rp_tls
+        return tls.sslobj.shared_ciphers() if tls is not None else None
+
+    def compression(self) -> Any:
+        tls = self._rp_tls
+        return tls.sslobj.compression() if tls is not None else None
+
+    def version(self) -> str | None:
+        tls = self._rp_tls
+        return tls.version() if tls is not None else None
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> Any:
+        tls = self._rp_tls
+        return tls.sslobj.get_channel_binding(cb_type) if tls is not None else None
+
+    @property
+    def session(self) -> Any:
+        tls = self._rp_tls
+        return tls.sslobj.session if tls is not None else self._session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        self._session = session
+        if self._rp_tls is not None:
+            self._rp_tls.sslobj.session = session
+
+    @property
+    def session_reused(self) -> Any:
+        tls = self._rp_tls
+        return tls.sslobj.session_reused if tls is not None else None
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self._context
+
+    @context.setter
+    def context(self, ctx: ssl.SSLContext) -> None:
+        self._context = ctx
+        if self._rp_tls is not None:
+            self._rp_tls.sslobj.context = ctx
+
+    def verify_client_post_handshake(self) -> None:
+        tls = self._rp_tls
+        if tls is None:
+            raise ValueError("No SSL wrapper around " + str(self))
+        tls.sslobj.verify_client_post_handshake()
+
+    # ------------------------------------------------------------------ closing
+    def unwrap(self) -> GreenSocket:
+        """Send close_notify, wait for the peer's, and return the plain socket."""
+        tcp = self._rp_channel_tcp()
+        tcp.closewrite()  # close_notify after the queued data
+        while tcp.readavailable():
+            pass  # data after our close_notify is discarded, as by SSL_shutdown
+        self._rp_detach_channel()
+        plain = GreenSocket(self.family, self.type, self.proto, fileno=self.detach())
+        plain.settimeout(self._rp_timeout)
+        return plain
+
+    def _rp_detach_channel(self) -> None:
+        tcp, self._rp_tcp = self._rp_tcp, None
+        self._rp_tls = None
+        self._sslobj = None
+        if tcp is not None and not tcp.closed:
+            try:
+                tcp.close()
+            except OSError:
+                pass
+
+    def shutdown(self, how: int) -> None:
+        self._checkClosed()
+        tcp = self._rp_tcp
+        if tcp is not None and how in (_socket.SHUT_WR, _socket.SHUT_RDWR) and tcp.isopen:
+            try:
+                tcp.flush()
+            except OSError:
+                pass
+        GreenSocket.shutdown(self, how)
+
+    def _real_close(self) -> None:  # type: ignore[override]
+        self._rp_detach_channel()
+        GreenSocket._real_close(self)
+
+    def detach(self) -> int:
+        self._rp_tcp = None
+        self._rp_tls = None
+        self._sslobj = None
+        return GreenSocket.detach(self)
 
 
 def install() -> None:
-    """Nothing yet."""
+    """Route every ``SSLContext.wrap_socket`` through :class:`ReseauSSLSocket`."""
+    from gevent.monkey.api import patch_item
+
+    patch_item(ssl.SSLContext, "sslsocket_class", ReseauSSLSocket)
+
+
+def uninstall() -> None:
+    ssl.SSLContext.sslsocket_class = _original_sslsocket_class

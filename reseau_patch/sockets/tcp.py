@@ -61,12 +61,18 @@ class TCPSocket(ChannelHandler):
     """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
 
     def __init__(self, loop: EventLoop, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-                 back_pressure: bool = True) -> None:
+                 back_pressure: bool = True, on_demand: bool = False) -> None:
+        """``on_demand=True`` (the patch layer's mode): no window is granted ahead of a
+        reader; each blocking read asks the channel for what it wants, so bytes stay in
+        the kernel (where ``select`` on the fd sees them) until someone reads."""
         if read_buffer_capacity <= 0:
             raise ValueError(f"read_buffer_capacity must be > 0, got {read_buffer_capacity}")
         self._loop = loop
         self.read_buffer_capacity = read_buffer_capacity
-        self.back_pressure = back_pressure
+        self.back_pressure = back_pressure or on_demand
+        self.on_demand = on_demand
+        self._granted = 0  # on-demand: window asked for and not yet delivered
+        self._want = 0  # on-demand: how much the current read would like
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
         self._buf = bytearray()
@@ -100,10 +106,14 @@ class TCPSocket(ChannelHandler):
         return self
 
     def initial_window_size(self) -> int:
+        if self.on_demand:
+            return 0
         return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
         self._buf += msg.data()
+        if self.on_demand:
+            self._granted = max(0, self._granted - msg.len)
         msg.release()
         held = len(self._buf) - self._pos
         if held > self.max_buffered:
@@ -179,6 +189,8 @@ class TCPSocket(ChannelHandler):
             raise self._read_error
         if self._shut_down:
             return False
+        if self.on_demand:
+            self._request()
         self._park(self._reader, deadline)
         return True
 
@@ -205,13 +217,26 @@ class TCPSocket(ChannelHandler):
         elif self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[:self._pos]  # compact once the dead prefix dominates
             self._pos = 0
-        if n and self.back_pressure and self.slot is not None and not self._shut_down:
+        if (n and self.back_pressure and not self.on_demand and self.slot is not None
+                and not self._shut_down):
             self.slot.increment_read_window(n)
+
+    def _request(self) -> None:
+        """On-demand: ask the channel for the bytes the current read wants."""
+        want = max(self._want, 1) - self._available() - self._granted
+        if want > 0 and self.slot is not None and not self._shut_down:
+            self._granted += want
+            self.slot.increment_read_window(want)
+
+    def pending(self) -> int:
+        """Bytes this socket holds that the kernel no longer shows (for select shims)."""
+        return self._available()
 
     def read(self, n: int = -1) -> bytes:
         """``n`` bytes, fewer only at EOF; ``n < 0`` reads to EOF."""
         self._check_thread("read")
         deadline = self._deadline()
+        self._want = n if n is not None and n > 0 else 65536
         if n is None or n < 0:
             while self._wait_more(deadline):
                 pass
@@ -229,6 +254,7 @@ class TCPSocket(ChannelHandler):
         view = memoryview(buf).cast("B")
         if not len(view):
             return 0
+        self._want = len(view)
         if not self._wait_readable(self._deadline()):
             return 0
         n = min(len(view), self._available())
@@ -239,6 +265,7 @@ class TCPSocket(ChannelHandler):
     def readavailable(self) -> bytes:
         """Everything buffered, waiting for at least one byte; ``b""`` at EOF."""
         self._check_thread("readavailable")
+        self._want = 65536
         if not self._wait_readable(self._deadline()):
             return b""
         return self._take(self._available())
@@ -247,6 +274,7 @@ class TCPSocket(ChannelHandler):
         """Up to and including ``b"\\n"`` (or ``limit`` bytes, or EOF)."""
         self._check_thread("readline")
         deadline = self._deadline()
+        self._want = limit if limit > 0 else 8192
         scanned = 0
         while True:
             idx = self._buf.find(b"\n", self._pos + scanned)
@@ -271,6 +299,7 @@ class TCPSocket(ChannelHandler):
         """
         self._check_thread("peek")
         deadline = self._deadline()
+        self._want = max(n, 1)
         while self._available() < max(n, 1):
             if not self._wait_more(deadline):
                 break
@@ -283,6 +312,7 @@ class TCPSocket(ChannelHandler):
     def eof(self) -> bool:
         """Block until data or EOF; True when the peer closed and nothing is buffered."""
         self._check_thread("eof")
+        self._want = 1
         try:
             return not self._wait_readable(self._deadline())
         except OSError:
