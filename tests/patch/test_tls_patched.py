@@ -1,0 +1,94 @@
+"""TLS under patch_all(): the caller's SSLContext runs in our channel's TLS handler."""
+
+from __future__ import annotations
+
+PKI_SERVER = """
+import os, ssl, tempfile, threading, http.server
+from reseau_patch import pki
+
+d = tempfile.mkdtemp()
+ca = pki.make_ca()
+cert, key = ca.issue(["localhost"]).write_pem(d, "server")
+ca_path = os.path.join(d, "ca.pem")
+with open(ca_path, "wb") as f:
+    f.write(ca.cert_pem())
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("secret " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+http.server.ThreadingHTTPServer.request_queue_size = 256
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+sctx.load_cert_chain(cert, key)
+server.socket = sctx.wrap_socket(server.socket, server_side=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+port = server.server_address[1]
+"""
+
+
+def test_requests_https_runs_on_our_tls_handler(run_patched):
+    out = run_patched(PKI_SERVER + """
+import requests
+from reseau_patch.io.tls import TlsHandler
+from reseau_patch.patch.green_ssl import ReseauSSLSocket
+from reseau_patch.sockets.tcp import TCPSocket
+
+import urllib3.connection
+
+seen = {}
+orig_connect = urllib3.connection.HTTPSConnection.connect
+def spy(self):
+    orig_connect(self)
+    sock = self.sock
+    seen["sock"] = sock
+    seen["tcp"] = sock._rp_tcp
+    seen["handlers"] = [type(s.handler).__name__ for s in sock._rp_tcp.channel.slots()]
+    seen["tls"] = sock._rp_tcp.tls
+    seen["version"] = sock.version()
+urllib3.connection.HTTPSConnection.connect = spy
+r = requests.get(f"https://localhost:{port}/path", verify=ca_path, timeout=10)
+assert r.status_code == 200 and r.text == "secret /path", r.text
+assert isinstance(seen["sock"], ReseauSSLSocket)
+assert isinstance(seen["tcp"], TCPSocket)
+assert seen["handlers"] == ["SocketHandler", "TlsHandler", "TCPSocket"], seen["handlers"]
+assert isinstance(seen["tls"], TlsHandler)
+print("version", seen["version"])
+server.shutdown()
+""")
+    assert "version TLSv1.3" in out.stdout
+
+
+def test_patch_all_after_importing_requests_no_warning(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "late.py"
+    script.write_text("import requests, urllib3, ssl\n"
+                      "import reseau_patch\n"
+                      "reseau_patch.patch_all()\n" + PKI_SERVER + """
+import gevent
+def get(i):
+    return requests.get(f"https://localhost:{port}/{i}", verify=ca_path, timeout=10).text
+jobs = [gevent.spawn(get, i) for i in range(20)]
+gevent.joinall(jobs, timeout=30, raise_error=True)
+assert [j.value for j in jobs] == ["secret /%d" % i for i in range(20)]
+try:
+    requests.get(f"https://127.0.0.1:{port}/", verify=ca_path, timeout=5)
+except requests.exceptions.SSLError as e:
+    assert "certificate" in str(e).lower() or "hostname" in str(e).lower(), e
+else:
+    raise AssertionError("a hostname mismatch was accepted")
+server.shutdown()
+print("ok")
+""")
+    proc = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Warning" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
