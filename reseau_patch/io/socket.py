@@ -87,6 +87,8 @@ class SocketOptions:
     interface: str | None = None
     send_buffer: int | None = None
     recv_buffer: int | None = None
+    #: Local address to bind before connecting (``create_connection``'s source_address).
+    bind_address: object = None
 
     def __post_init__(self) -> None:
         self.domain = SocketDomain(self.domain)
@@ -243,6 +245,8 @@ class Socket:
             raise os_error(errno.EISCONN if self.state is SocketState.CONNECTED else errno.EINVAL,
                            f"connect in state {self.state.value}")
         address = _check_address(self.options.domain, address)
+        if self.options.bind_address is not None and self.state is SocketState.INIT:
+            self.bind(self.options.bind_address)
         self._connect_cb = on_connected
         self._connect_addr = address
         self.state = SocketState.CONNECTING
@@ -484,6 +488,24 @@ class Socket:
             self.loop.call_soon(self._connect_done, cancelled)
         self._accept_cb = None
         self._close_now()
+
+    def detach(self) -> int:
+        """Leave the loop and hand the fd to the caller (loop-only); the socket is CLOSED.
+
+        Only for a quiet socket: nothing queued for writing, no connect in flight.
+        """
+        if self.state is SocketState.CLOSED:
+            raise os_error(errno.EBADF, "socket is closed")
+        if self._writes or self._connect_cb is not None:
+            raise os_error(errno.EBUSY, "detach with writes or a connect in flight")
+        for w in (self._read_watcher, self._write_watcher):
+            if w is not None:
+                w.stop()
+        self._accept_cb = None
+        if not self.loop.closed:
+            self.loop.closing_fd(self._fd)
+        self.state = SocketState.CLOSED
+        return _C.detach(self._sock)
 
     def _close_now(self) -> None:
         if self.state is SocketState.CLOSED:

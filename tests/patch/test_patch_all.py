@@ -224,3 +224,47 @@ def test_run_cli_passes_arguments_and_doctor_reports_our_loop():
     bad = subprocess.run([sys.executable, "-m", "reseau_patch", "run", "--no-bogus", "x.py"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--no-bogus" in bad.stderr
+
+
+def test_create_connection_happy_eyeballs_source_address_all_errors(run_patched):
+    run_patched("""
+        import socket, time
+        import reseau_patch.io.resolver as res
+        from reseau_patch.io.resolver import StaticResolver
+
+        # 127.0.0.2 drops SYNs (a listen(0) queue we fill), 127.0.0.3 accepts: same port.
+        black = socket.socket(); black.bind(("127.0.0.2", 0)); black.listen(0)
+        port = black.getsockname()[1]
+        good = socket.socket(); good.bind(("127.0.0.3", port)); good.listen(8)
+        fillers = []
+        for _ in range(3):
+            f = socket.socket(); f.setblocking(False); f.connect_ex(("127.0.0.2", port))
+            fillers.append(f)
+        time.sleep(0.05)
+        static = StaticResolver({"he.test": ["127.0.0.2", "127.0.0.3"],
+                                 "dead.test": ["127.0.0.4", "127.0.0.5"]})
+        res.default_resolver = lambda: static
+        t0 = time.monotonic()
+        c = socket.create_connection(("he.test", port), timeout=10)
+        elapsed = time.monotonic() - t0
+        assert c.getpeername() == ("127.0.0.3", port), c.getpeername()
+        assert elapsed < 5, elapsed  # not the full 10 s timeout of the first address
+        assert c.gettimeout() == 10
+        c.close()
+        s = socket.create_connection(("127.0.0.3", port), source_address=("127.0.0.1", 0))
+        assert s.getsockname()[0] == "127.0.0.1"
+        s.close()
+        try:
+            socket.create_connection(("dead.test", 9), timeout=2)
+        except ConnectionRefusedError:
+            pass
+        try:
+            socket.create_connection(("dead.test", 9), timeout=2, all_errors=True)
+        except ExceptionGroup as eg:
+            assert len(eg.exceptions) == 2
+            assert all(isinstance(e, ConnectionRefusedError) for e in eg.exceptions)
+        else:
+            raise AssertionError("no ExceptionGroup")
+        for f in fillers: f.close()
+        black.close(); good.close()
+    """)
