@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__, demo
+from . import __version__, demo, demo_https
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reseau_patch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    https_parser = sub.add_parser(
+        "demo", help="patch_all(), then stdlib urllib clients against a green HTTPS server",
+        description=demo_https.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo_https.add_arguments(https_parser)
+    https_parser.set_defaults(func=demo_https.main)
     demo_parser = sub.add_parser(
-        "demo", help="echo server + N clients on an io EventLoop, verified by SHA-256",
+        "io-demo", help="echo server + N clients on an io EventLoop, verified by SHA-256",
         description=demo.__doc__)
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.main)

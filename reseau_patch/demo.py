@@ -1,4 +1,4 @@
-"""``python -m reseau_patch demo``: an echo server and N clients on one io-level EventLoop.
+"""``python -m reseau_patch io-demo``: an echo server and N clients on one io-level EventLoop.
 
 Every client streams random bytes through a channel echo server on 127.0.0.1 and checks the
 echo byte-exact by SHA-256; then everything is shut down in order (channels, listener, loop
