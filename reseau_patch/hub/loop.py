@@ -132,9 +132,13 @@ class ReseauLoop:
     def __init__(self, flags: object = None, default: bool | None = None) -> None:
         backend = _backend_from_flags(flags)
         self._explicit_backend = backend is not None
-        self._ev = EventLoop(backend=backend)
+        # lazy_unregister: gevent stops and restarts a socket's watcher around every
+        # blocking call; keeping the kernel registration saves two epoll_ctl per wait.
+        self._ev = EventLoop(backend=backend, lazy_unregister=True)
         # Errors the EventLoop itself catches come back through our handle_error.
         self._ev.error_handler = self
+        # Channel sockets under the hub: greenlets parked on them hold the loop alive.
+        self._ev.socket_watchers_ref = False
         self._default = True if default is None else bool(default)
         self._destroyed = False
         self._close_after_run = False
@@ -342,9 +346,9 @@ class ReseauLoop:
         caller's check watcher."""
         ev = self._ev
         watchers = ev.watchers_for(fd)
+        ev.closing_fd(fd)  # forget it in the kernel now (also if parked): reuse comes soon
         if not watchers:
             return False
-        ev.closing_fd(fd)  # forget it in the kernel now: the number may be reused soon
         hook = Hook(ev, "check", ref=False)
 
         def feed() -> None:

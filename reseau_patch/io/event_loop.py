@@ -176,11 +176,16 @@ class IOWatcher:
         self.ref = ref
         self.active = False
 
-    def start(self, callback: Callable[[int], Any]) -> None:
-        """Begin watching (loop-only). Restarting an active watcher only swaps the callback."""
+    def start(self, callback: Callable[[int], Any], *, rearm: bool = False) -> None:
+        """Begin watching (loop-only). Restarting an active watcher only swaps the callback.
+
+        ``rearm=True`` re-sends the fd's interest mask to the kernel even when it looks
+        unchanged (libev ``EV__IOFDSET``): pass it for a watcher new to this fd number,
+        which may have been closed and reused since the loop last registered it.
+        """
         self.callback = callback
         if not self.active:
-            self.loop._io_start(self)
+            self.loop._io_start(self, rearm)
 
     def stop(self) -> None:
         """Stop watching (loop-only); idempotent."""
@@ -236,11 +241,12 @@ class Hook:
 
 
 class _FdEntry:
-    __slots__ = ("watchers", "mask")
+    __slots__ = ("watchers", "mask", "parked_by")
 
     def __init__(self) -> None:
         self.watchers: list[IOWatcher] = []
         self.mask = 0
+        self.parked_by: IOWatcher | None = None
 
 
 def _default_error_report(context: object, exc: BaseException) -> None:
@@ -253,8 +259,20 @@ class EventLoop:
 
     MINPRI = MINPRI
     MAXPRI = MAXPRI
+    #: Whether io.Socket watchers keep ``run()`` alive. The gevent loop turns this off:
+    #: there a *parked greenlet* holds the reference (Parker), so an idle connection does
+    #: not keep the hub from returning, exactly as an idle gevent socket does not.
+    socket_watchers_ref = True
 
-    def __init__(self, *, backend: str | None = None) -> None:
+    def __init__(self, *, backend: str | None = None, lazy_unregister: bool = False) -> None:
+        """``lazy_unregister``: when the last watcher of an fd stops, keep the fd in the
+        kernel's interest set ("parked") so a restart with the same mask costs no syscall
+        (libev does the same; gevent stops and restarts a socket's watcher around every
+        blocking call). A parked fd that reports readiness is unregistered then; one that
+        cannot be (closed while a dup lives on) makes the loop rebuild its poller."""
+        self._lazy = lazy_unregister
+        self._parked: set[int] = set()
+        self._stale: set[int] = set()
         self._poller = make_poller(backend)
         self.backend = self._poller.name
         self._owner = _get_ident()
@@ -405,7 +423,7 @@ class EventLoop:
             self._timers_dead = 0
 
     # ------------------------------------------------------------------ io
-    def _io_start(self, w: IOWatcher) -> None:
+    def _io_start(self, w: IOWatcher, rearm: bool = False) -> None:
         if _get_ident() != self._owner:
             self._check_thread("IOWatcher.start")
         if self._closed:
@@ -413,6 +431,16 @@ class EventLoop:
         entry = self._fds.get(w.fd)
         if entry is None:
             entry = self._fds[w.fd] = _FdEntry()
+            if self._stale:
+                self._stale.discard(w.fd)
+        elif not entry.watchers:
+            # Parked (lazy_unregister): the kernel still has it with entry.mask. Only the
+            # watcher that parked it may skip the syscall; another object may be watching
+            # a reused fd number the kernel no longer knows.
+            self._parked.discard(w.fd)
+            if entry.parked_by is not w or entry.mask != w.events:
+                rearm = True
+            entry.parked_by = None
         entry.watchers.append(w)
         w.active = True
         if w.ref:
@@ -420,7 +448,9 @@ class EventLoop:
         if w.priority:
             self._io_priorities = True
         mask = entry.mask | w.events
-        if mask != entry.mask or len(entry.watchers) == 1:
+        if len(entry.watchers) == 1 and rearm and entry.mask:
+            mask = w.events  # a re-armed parked fd: only this watcher's interest
+        if mask != entry.mask or (len(entry.watchers) == 1 and not entry.mask) or rearm:
             try:
                 if entry.mask == 0:
                     self._poller.register(w.fd, mask)
@@ -453,6 +483,10 @@ class EventLoop:
         for other in entry.watchers:
             mask |= other.events
         if not entry.watchers:
+            if self._lazy and entry.mask:
+                self._parked.add(w.fd)  # kernel registration kept (see __init__)
+                entry.parked_by = w
+                return
             del self._fds[w.fd]
             self._poller.unregister(w.fd)
         elif mask != entry.mask:
@@ -479,7 +513,11 @@ class EventLoop:
             return False
         self._poller.unregister(fd)
         entry.mask = 0
-        return bool(entry.watchers)
+        if not entry.watchers:  # parked
+            del self._fds[fd]
+            self._parked.discard(fd)
+            return False
+        return True
 
     def rearm_fd(self, fd: int) -> None:
         """Re-send ``fd``'s interest mask to the kernel (loop-only; libev ``EV__IOFDSET``).
@@ -519,19 +557,57 @@ class EventLoop:
         else:
             self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._poller.register(self._wake_r, READ)
+        self._reregister_all()
+        if self._posted:
+            self._wake()
+
+    def _reregister_all(self) -> None:
+        """Put every watched fd into a fresh poller; parked ones are simply forgotten."""
+        for fd in self._parked:
+            self._fds.pop(fd, None)
+        self._parked.clear()
+        self._stale.clear()
         for fd, entry in list(self._fds.items()):
             if entry.mask:
                 try:
                     self._poller.register(fd, entry.mask)
                 except OSError:
                     entry.mask = 0  # closed meanwhile; the next start/stop re-adds it
-        if self._posted:
-            self._wake()
+
+    def _rebuild_poller(self) -> None:
+        """A fresh epoll set: the only cure for an fd the kernel keeps reporting after it
+        was closed here while a dup of it lives on (it can no longer be unregistered)."""
+        old = self._poller
+        self._poller = make_poller(self.backend)
+        old.close()
+        self._poller.register(self._wake_r, READ)
+        self._reregister_all()
+
+    def _unknown_fd_event(self, fd: int) -> None:
+        """Readiness for an fd nobody watches (lazy_unregister only): a parked fd is
+        unregistered now; an fd that still reports after that forces a poller rebuild."""
+        if fd in self._parked:
+            self._parked.discard(fd)
+            self._fds.pop(fd, None)
+            self._poller.unregister(fd)
+            self._stale.add(fd)
+        elif fd in self._stale:
+            self._rebuild_poller()
+        else:
+            self._poller.unregister(fd)
+            self._stale.add(fd)
 
     def watchers_for(self, fd: int) -> list[IOWatcher]:
         """Active watchers of ``fd`` (loop-only; for diagnostics and the gevent loop)."""
         entry = self._fds.get(fd)
         return list(entry.watchers) if entry else []
+
+    def forget_parked(self) -> None:
+        """Unregister every parked fd now (lazy_unregister; e.g. before a leak check)."""
+        for fd in list(self._parked):
+            self._fds.pop(fd, None)
+            self._poller.unregister(fd)
+        self._parked.clear()
 
     # ------------------------------------------------------------------ refs
     def ref(self) -> None:
@@ -694,7 +770,9 @@ class EventLoop:
                 self._drain_posted()
                 continue
             entry = fds.get(fd)
-            if entry is None:
+            if entry is None or not entry.watchers:
+                if self._lazy:
+                    self._unknown_fd_event(fd)
                 continue
             for w in entry.watchers:
                 if w.events & bits:
@@ -806,6 +884,8 @@ class EventLoop:
             for w in entry.watchers:
                 w.active = False
         self._fds.clear()
+        self._parked.clear()
+        self._stale.clear()
         for kind in self._hooks.values():
             for h in kind:
                 h.active = False
@@ -819,7 +899,7 @@ class EventLoop:
     def pending_counts(self) -> dict[str, int]:
         """Live handles by kind (loop-only view; used by leak checks and statistics)."""
         return {
-            "fds": len(self._fds),
+            "fds": len(self._fds) - len(self._parked),
             "timers": sum(1 for t in self._timers if t._armed),
             "callbacks": self._queued,
             "posted": len(self._posted),
@@ -829,4 +909,4 @@ class EventLoop:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._running else "idle")
         return (f"<EventLoop {self.backend} {state} owner={self._owner} refs={self._refs} "
-                f"fds={len(self._fds)}>")
+                f"fds={len(self._fds) - len(self._parked)}>")

@@ -189,6 +189,9 @@ class Socket:
             s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, o.recv_buffer)
 
     # ------------------------------------------------------------------ basics
+    def _watcher(self, events: int) -> IOWatcher:
+        return IOWatcher(self.loop, self._fd, events, ref=self.loop.socket_watchers_ref)
+
     def fileno(self) -> int:
         return self._fd if self.state is not SocketState.CLOSED else -1
 
@@ -257,7 +260,7 @@ class Socket:
         if code not in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
             self.loop.call_soon(self._connect_done, os_error(code))
             return
-        w = self._write_watcher = IOWatcher(self.loop, self._fd, WRITE)
+        w = self._write_watcher = self._watcher(WRITE)
         w.start(self._on_connect_ready)
         if self.options.connect_timeout is not None:
             self._connect_timer = self.loop.call_later(self.options.connect_timeout,
@@ -299,7 +302,7 @@ class Socket:
             raise os_error(errno.EINVAL, f"accept in state {self.state.value}; listen first")
         self._accept_cb = on_accept
         if self._read_watcher is None:
-            self._read_watcher = IOWatcher(self.loop, self._fd, READ)
+            self._read_watcher = self._watcher(READ)
         self._read_watcher.start(self._on_acceptable)
 
     def stop_accept(self) -> None:
@@ -341,7 +344,7 @@ class Socket:
         """
         self._require_open()
         if self._read_watcher is None:
-            self._read_watcher = IOWatcher(self.loop, self._fd, READ)
+            self._read_watcher = self._watcher(READ)
         self._read_watcher.start(on_readable)
 
     def unsubscribe_readable(self) -> None:
@@ -422,7 +425,7 @@ class Socket:
                 loop.call_soon(entry[1], None, entry[2])
         if writes:
             if self._write_watcher is None:
-                self._write_watcher = IOWatcher(loop, self._fd, WRITE)
+                self._write_watcher = self._watcher(WRITE)
             if not self._write_watcher.active:
                 self._write_watcher.start(self._flush_writes)
             return

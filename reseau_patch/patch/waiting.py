@@ -56,7 +56,7 @@ class FdWaits:
                 raise ConcurrentObjectUseError(
                     f"another greenlet is already waiting to {what} {self.owner!r}")
             self._waits[events] = w
-        watcher = IOWatcher(loop, fd, events)
+        watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
         try:
             watcher.start(parker.wake)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

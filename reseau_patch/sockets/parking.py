@@ -59,9 +59,11 @@ class Parker:
         waiter = self._waiter = Waiter(hub)
         self._loop = loop
         timer = loop.call_later(timeout, self.wake, TIMED_OUT) if timeout is not None else None
+        loop.ref()  # a parked greenlet keeps the hub's loop running (its watchers may not)
         try:
             return waiter.get()
         finally:
+            loop.unref()
             self._waiter = None
             if timer is not None:
                 timer.cancel()

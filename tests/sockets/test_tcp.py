@@ -418,3 +418,19 @@ def test_import_selects_loop_in_fresh_interpreter_or_fails_clearly():
         capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0
     assert "RuntimeError" in bad.stderr and "libev" in bad.stderr
+
+
+def test_idle_connections_do_not_keep_the_hub_alive(run):
+    # As with gevent's own sockets, only a greenlet waiting on a socket holds the loop.
+    def body():
+        port, srv = S.listenany()
+        c = S.connect(port)
+        s = srv.accept()
+        srv.close()
+        c.write(b"x")
+        assert s.read(1) == b"x"
+        return c, s
+
+    c, s = run(body)
+    assert gevent.wait(timeout=5) is True  # returned because nothing waits, not by timeout
+    run(lambda: (c.close(), s.close()))
