@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallbackQueue", "callback"]
 
+
 #: How many callbacks run between two looks at the clock (gevent's libev value).
 CHECK_EVERY = 50
 

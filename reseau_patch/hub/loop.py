@@ -9,10 +9,12 @@ Mapping onto the EventLoop (there is no second loop here):
 ======================  ==============================================================
 gevent                  EventLoop
 ======================  ==============================================================
-``io``                  :class:`IOWatcher` (many per fd; level-triggered)
+``io``                  :class:`IOWatcher` (many per fd; level-triggered; the loop is
+                        built with ``lazy_unregister=True``, see ``EventLoop``)
 ``timer``               ``call_at`` / :class:`TimerHandle`
 ``prepare/check/idle``  :class:`Hook` of that kind
-``run_callback``        one drain queued with ``call_soon`` (see ``callbacks.py``)
+``run_callback``        one drain queued with ``call_soon`` + a prepare hook
+                        (see ``callbacks.py``)
 ``*_threadsafe/async_`` ``post()`` (thread-safe queue + wake-up fd)
 ``signal``/``child``    Python-level handler + ``wake()``; pidfds (``children.py``)
 ``ref``/``unref``       ``ref()``/``unref()`` and each handle's ``ref``
@@ -397,8 +399,11 @@ class ReseauLoop:
             self._close_ev()
 
     def _close_ev(self) -> None:
+        ev = self._ev
         try:
-            self._ev.close()
+            if not ev.is_loop_thread() and not ev.running:
+                ev.adopt()  # gevent may destroy a finished thread's hub from elsewhere
+            ev.close()
         except RuntimeError as exc:
             _last_resort_report("destroy", exc)
 

@@ -219,6 +219,7 @@ class IoWatcher(Watcher):
         self._args = None
         self._w = IOWatcher(loop._ev, fd, events, priority=priority, ref=ref)
         self._ready = self._on_ready  # bound once: start() is on the hot path
+        self._fresh = True  # first start re-sends the kernel mask (fd-reuse safety)
 
     def _handle(self) -> IOWatcher:
         return self._w
@@ -234,6 +235,7 @@ class IoWatcher(Watcher):
         if fd < 0:
             raise ValueError(f"fd must be non-negative: {fd!r}")
         self._w.fd = fd
+        self._fresh = True
 
     @property
     def events(self) -> int:
@@ -266,12 +268,11 @@ class IoWatcher(Watcher):
         self._callback = callback
         self._args = args
         if not self._active:
-            w = self._w
-            w.start(self._ready)
+            # A watcher new to its fd re-sends the kernel mask (libev EV__IOFDSET): the
+            # number may have been closed and reused behind the loop's back.
+            self._w.start(self._ready, rearm=self._fresh)
+            self._fresh = False
             self._active = True
-            ev = w.loop
-            if len(ev._fds[w.fd].watchers) > 1:
-                ev.rearm_fd(w.fd)  # shared fd: force the kernel mask (fd-reuse safety)
 
     def stop(self) -> None:
         if self._active:
@@ -282,6 +283,8 @@ class IoWatcher(Watcher):
                 pass  # fd already closed: the kernel forgot it, our tables are updated
         self._callback = None
         self._args = None
+
+    close = stop  # gevent closes every wait's watcher right after stopping it
 
     def _on_ready(self, revents: int) -> None:
         cb = self._callback
@@ -322,6 +325,7 @@ class TimerWatcher(Watcher):
         self._repeat = repeat
         self._h: TimerHandle | None = None
         self._fire_cb = self._fire
+        self._on_grid = True
 
     def _handle(self) -> TimerHandle | None:
         return self._h if self._active else None
@@ -344,6 +348,7 @@ class TimerWatcher(Watcher):
             update = self.loop.starting_timer_may_update_loop_time
         if update:
             self.loop.update_now()
+        self._on_grid = not update
         if self._active:
             # gevent restarts some timers while active: re-arm from now.
             self._cancel()
@@ -361,6 +366,7 @@ class TimerWatcher(Watcher):
             update = self.loop.starting_timer_may_update_loop_time
         if update:
             self.loop.update_now()
+        self._on_grid = not update
         self._callback = callback
         self._args = args
         self._cancel()
@@ -372,12 +378,15 @@ class TimerWatcher(Watcher):
 
     def _arm(self, delay: float) -> None:
         ev = self.loop._ev
-        # Deadlines sit on libuv's millisecond grid (its loop time is truncated to ms):
-        # a timer may fire up to 1 ms early, never more (approx_timer_resolution).
-        # Why: epoll_wait has ms granularity, and a timer started from a slightly stale
-        # loop time next to a busy fd still gets its turn (gevent's test_resolution).
-        self._h = ev.call_at(_floor(ev.now() * 1000.0) / 1000.0 + delay, self._fire_cb,
-                             ref=self._ref)
+        now = ev.now()
+        if self._on_grid:
+            # Started from the cached (possibly stale) loop time: the deadline sits on
+            # libuv's millisecond grid (libuv truncates its loop time to ms), so it may
+            # fire up to 1 ms early (approx_timer_resolution). Why: next to an fd that is
+            # always ready, a short timer still gets its turn (gevent's test_resolution).
+            # With update=True (gevent's Timeout) the fresh time is used exactly.
+            now = _floor(now * 1000.0) / 1000.0
+        self._h = ev.call_at(now + delay, self._fire_cb, ref=self._ref)
 
     def _cancel(self) -> None:
         h = self._h

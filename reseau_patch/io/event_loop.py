@@ -597,6 +597,16 @@ class EventLoop:
             self._poller.unregister(fd)
             self._stale.add(fd)
 
+    def adopt(self) -> None:
+        """Make the calling thread the owner of this loop, which must not be running.
+
+        For handing a quiescent loop to another thread, e.g. so gevent can destroy the
+        hub of a thread that has finished from the main thread.
+        """
+        if self._running:
+            raise RuntimeError("cannot adopt a running EventLoop")
+        self._owner = _get_ident()
+
     def watchers_for(self, fd: int) -> list[IOWatcher]:
         """Active watchers of ``fd`` (loop-only; for diagnostics and the gevent loop)."""
         entry = self._fds.get(fd)

@@ -391,6 +391,28 @@ class Socket:
         if first:
             self._flush_writes()
 
+    def send_now(self, view: memoryview) -> int:
+        """Send what the kernel takes right now, only if nothing is queued ahead (loop-only).
+
+        Returns the bytes sent: 0 when it would block, when writes are queued (the caller
+        queues the rest with :meth:`write`, which keeps the order) or after a write
+        shutdown. A send error is raised and is sticky, as for :meth:`write`.
+        """
+        if self._writes or self.state is not SocketState.CONNECTED or self._write_shut \
+                or self._shut_wr_pending:
+            return 0
+        if self._write_error is not None:
+            raise self._write_error
+        try:
+            n = _C.send(self._sock, view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._write_error = exc
+            raise
+        self.bytes_written += n
+        return n
+
     def when_flushed(self, callback: Callable[[OSError | None, int], None]) -> None:
         """``callback(err, 0)`` once every byte queued so far is on the wire (loop-only).
 

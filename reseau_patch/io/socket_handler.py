@@ -4,7 +4,10 @@ Reading (design brief §4, adapted to level-triggered readiness):
 
 * Each readiness report reads at most ``min(16 KiB, downstream window)`` bytes. Leftover
   data keeps the fd readable, so the next tick reports it again: that is the fairness
-  rule (one connection cannot monopolise a tick) without a re-read task.
+  rule (one connection cannot monopolise a tick) without a re-read task. A short read
+  drained the kernel: it ends the turn (no ``recv`` that would only say EAGAIN).
+* ``pause_reading``: the application handler (``TCPSocket`` on a plain channel) reads
+  the fd itself, and this handler stays out of the way until ``resume_reading``.
 * When the downstream window is 0, read interest is **dropped** — a level-triggered fd
   that nobody drains would wake the loop every tick. A window increment re-subscribes.
 * The readiness mask is ignored: on a hang-up or error the handler still reads, so bytes
@@ -36,6 +39,9 @@ class SocketHandler(ChannelHandler):
         self.slot: ChannelSlot | None = None
         self.eof = False
         self.shutting_down = False
+        #: Set while the application handler reads the socket itself (TCPSocket's fast
+        #: path): this handler then never reads, whatever the windows say.
+        self.read_paused = False
         self._write_shutdown_done = False
         self.bytes_read = 0
         self.bytes_written = 0
@@ -44,8 +50,18 @@ class SocketHandler(ChannelHandler):
     def trigger_read(self) -> None:
         self._want_read()
 
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading`: the application reads the fd itself."""
+        self.read_paused = True
+        self.socket.unsubscribe_readable()
+
+    def resume_reading(self) -> None:
+        """Read again (from a fresh task, so nothing is delivered inside the caller)."""
+        self.read_paused = False
+        self.socket.loop.call_soon(self._want_read)
+
     def _want_read(self) -> None:
-        if self.eof or self.shutting_down or self.socket.closed:
+        if self.read_paused or self.eof or self.shutting_down or self.socket.closed:
             return
         if not self.socket.reading:
             # Try the kernel at once (this runs from a task, never inside a read), and
@@ -86,9 +102,10 @@ class SocketHandler(ChannelHandler):
                 break
             msg.len = n
             total += n
+            short = n < len(msg.buf)
             slot.send_message(msg, Direction.READ)
-            if self.shutting_down:
-                break
+            if short or self.shutting_down:
+                break  # a short read drained the kernel: another recv would be EAGAIN
         self.bytes_read += total
         if total == window and total < self.max_read and not self.eof:
             sock.unsubscribe_readable()  # window used up; an increment re-subscribes

@@ -17,7 +17,7 @@ from gevent.hub import Waiter
 from ..hub import use_reseau_loop
 from ..io.event_loop import EventLoop
 
-__all__ = ["Parker", "current_io_loop", "TIMED_OUT"]
+__all__ = ["Parker", "current_io_loop", "in_hub", "TIMED_OUT"]
 
 TIMED_OUT = object()
 
@@ -31,6 +31,11 @@ def current_io_loop() -> EventLoop:
         raise RuntimeError(f"this thread's gevent hub runs {type(loop).__name__}, not the "
                            "Reseau loop; reseau_patch.sockets needs the Reseau loop")
     return ev
+
+
+def in_hub() -> bool:
+    """Whether the caller is this thread's hub greenlet (where nothing may park)."""
+    return getcurrent() is get_hub()
 
 
 class Parker:

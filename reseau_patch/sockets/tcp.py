@@ -15,6 +15,17 @@ Contract:
   past :data:`WRITE_HIGH_WATER` bytes in flight it parks until the socket drains. A write
   error is sticky: it is raised by that call if it is already known, else by the next
   ``write``/``flush``, never dropped.
+* **Direct mode** (the fast path). When the channel is exactly ``[SocketHandler, self]``
+  the socket handler is paused and this socket uses the fd itself: a read with nothing
+  buffered is one ``recv_into`` into the caller's buffer, waiting for readiness (the io
+  socket's read watcher, owned by the parked reader) only on EAGAIN; bytes stay in the
+  kernel until a reader asks, so the receive buffer holds at most what a ``peek``/
+  ``readline``/``read(n)`` needed. A write with nothing queued is one ``send``; only the
+  remainder goes through the channel (in messages of up to 256 KiB), and the next write
+  parks until that remainder drained, so order is kept and at most one write's
+  remainder is ever queued (non-blocking writes and writes from the hub keep the
+  :data:`WRITE_HIGH_WATER` rule instead). ``tlsupgrade`` leaves direct mode for good: the buffered
+  bytes go to the TLS handler and the socket handler reads again.
 * **One reader and one writer** at a time; a second concurrent one gets gevent's
   ``ConcurrentObjectUseError``.
 * **Deadlines.** ``settimeout(t)``: each blocking call raises ``TimeoutError`` after ``t``
@@ -26,6 +37,7 @@ Contract:
 
 from __future__ import annotations
 
+import _socket
 import enum
 import errno
 import functools
@@ -34,17 +46,29 @@ from typing import Any
 
 from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direction
 from ..io.event_loop import EventLoop
-from ..io.message import IoMessage
-from ..io.socket import os_error
+from ..io.message import MAX_FRAGMENT, IoMessage
+from ..io.socket import Socket, os_error
+from ..io.socket_handler import SocketHandler
 from ..io.tls import TlsHandler
 from .addresses import IPAddr, sockaddr_to_inetaddr
-from .parking import TIMED_OUT, Parker
+from .parking import TIMED_OUT, Parker, in_hub
 
 __all__ = ["DEFAULT_READ_CAPACITY", "TCPSocket", "WRITE_HIGH_WATER"]
 
 DEFAULT_READ_CAPACITY = 256 * 1024
 WRITE_HIGH_WATER = 1 << 20
 CLOSE_FLUSH_DEFAULT = 30.0
+_C = _socket.socket  # unbound C methods, as io/socket.py uses them
+_DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct mode
+_DIRECT_QUEUE_CHUNK = 256 * 1024  # direct mode: largest message queued behind a send
+
+
+def _owned_message(data: bytes) -> IoMessage:
+    """A write message that owns ``data`` (no pool, no copy into a 16 KiB buffer)."""
+    msg = IoMessage(0)
+    msg.buf = data  # type: ignore[assignment]
+    msg.len = len(data)
+    return msg
 
 
 class _State(enum.Enum):
@@ -92,6 +116,12 @@ class TCPSocket(ChannelHandler):
         self._peername: Any = None
         #: Largest number of bytes ever held in the receive buffer (for back-pressure tests).
         self.max_buffered = 0
+        # Direct mode (see the module docstring): the paused socket handler, its io socket
+        # and that socket's ``_socket.socket``.
+        self._direct = False
+        self._dsh: SocketHandler | None = None
+        self._dsock: Socket | None = None
+        self._draw: _socket.socket | None = None
 
     # ================================================================ handler half
     def attach(self, channel: Channel) -> TCPSocket:
@@ -106,6 +136,7 @@ class TCPSocket(ChannelHandler):
         return self
 
     def initial_window_size(self) -> int:
+        self._maybe_go_direct()  # set_handler asks this once we are linked into the chain
         if self.on_demand:
             return 0
         return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
@@ -189,6 +220,8 @@ class TCPSocket(ChannelHandler):
             raise self._read_error
         if self._shut_down:
             return False
+        if self._direct:
+            return self._fill_direct(deadline)
         if self.on_demand:
             self._request()
         self._park(self._reader, deadline)
@@ -217,12 +250,14 @@ class TCPSocket(ChannelHandler):
         elif self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[:self._pos]  # compact once the dead prefix dominates
             self._pos = 0
-        if (n and self.back_pressure and not self.on_demand and self.slot is not None
-                and not self._shut_down):
+        if (n and self.back_pressure and not self.on_demand and not self._direct
+                and self.slot is not None and not self._shut_down):
             self.slot.increment_read_window(n)
 
     def _request(self) -> None:
         """On-demand: ask the channel for the bytes the current read wants."""
+        if self._direct:
+            return  # the reader takes from the kernel itself
         want = max(self._want, 1) - self._available() - self._granted
         if want > 0 and self.slot is not None and not self._shut_down:
             self._granted += want
@@ -231,6 +266,101 @@ class TCPSocket(ChannelHandler):
     def pending(self) -> int:
         """Bytes this socket holds that the kernel no longer shows (for select shims)."""
         return self._available()
+
+    # ---------------------------------------------------------------- direct mode
+    def _maybe_go_direct(self) -> None:
+        """Enter direct mode if the channel is exactly ``[SocketHandler, self]``."""
+        slot = self.slot
+        left = slot.left if slot is not None else None
+        sh = left.handler if left is not None else None
+        if (self._direct or left is None or slot.right is not None or left.left is not None
+                or not isinstance(sh, SocketHandler)):
+            return
+        self._dsh, self._dsock, self._draw = sh, sh.socket, sh.socket.raw
+        self._direct = True
+        sh.pause_reading()
+
+    def _leave_direct(self) -> None:
+        """Hand reading back to the socket handler (``tlsupgrade``); for good."""
+        self._direct = False
+        self._dsock.unsubscribe_readable()  # our readiness watcher, if still on
+        if self._reader.waiting:  # a reader parked on readiness: it re-checks the mode
+            self._reader.wake()
+        self._dsh.resume_reading()
+
+    def _direct_ready(self) -> bool:
+        """Whether a direct ``recv`` may run now: nothing buffered, nothing ended."""
+        return (self._direct and self._pos == len(self._buf)
+                and self._state is _State.CONNECTED and not self._eof
+                and self._read_error is None and not self._shut_down
+                and not self._dsh.shutting_down and not self._dsock.closed)
+
+    def _recv_failed(self, exc: OSError) -> None:
+        """A direct read failed: the connection is broken, as when the handler's read fails."""
+        if self._read_error is None:
+            self._read_error = exc
+        if self._write_error is None:
+            self._write_error = exc
+        self.slot.channel.shutdown(exc)
+
+    def _got_eof(self) -> None:
+        self._eof = True
+        self._dsh.eof = True  # the kernel has nothing more: the handler must never read
+
+    def _park_readable(self, deadline: float | None) -> None:
+        """Park the reader until the fd is readable (or a wake, the deadline, a close)."""
+        if self._reader.waiting:
+            self._park(self._reader, deadline)  # raises ConcurrentObjectUseError
+        if deadline is None and self._timeout is not None:
+            deadline = time.monotonic() + self._timeout
+        sock = self._dsock
+        # The watcher stays on after a wake-up: a reader that comes back to wait finds it
+        # still registered (no epoll_ctl pair per wait); a report nobody waits for turns
+        # it off (_on_fd_readable).
+        sock.subscribe_readable(self._on_fd_readable)
+        try:
+            if deadline is None:
+                self._reader.park(self._loop, None)
+            else:
+                self._park(self._reader, deadline)
+        except BaseException:
+            if self._direct:
+                sock.unsubscribe_readable()
+            raise
+
+    def _on_fd_readable(self, revents: int) -> None:
+        if self._reader.waiting:
+            self._reader.wake()  # queued: the reader runs after this tick's io reports
+        else:
+            self._dsock.unsubscribe_readable()  # level-triggered: nobody to tell
+
+    def _fill_direct(self, deadline: float | None, block: bool = True) -> bool:
+        """One ``recv`` into the buffer (parking on EAGAIN if ``block``); False at EOF."""
+        if self._dsh.shutting_down or self._dsock.closed:
+            if block:  # the channel is going down: its shutdown wakes us
+                self._park(self._reader, deadline)
+            return True
+        avail = self._available()
+        size = min(max(self._want - avail, MAX_FRAGMENT), _DIRECT_RECV_MAX)
+        try:
+            data = _C.recv(self._draw, size)
+        except (BlockingIOError, InterruptedError):
+            if block:
+                self._park_readable(deadline)
+            return True
+        except OSError as exc:
+            self._recv_failed(exc)
+            if avail:
+                return False
+            raise
+        if not data:
+            self._got_eof()
+            return False
+        self._buf += data
+        held = avail + len(data)
+        if held > self.max_buffered:
+            self.max_buffered = held
+        return True
 
     def read(self, n: int = -1) -> bytes:
         """``n`` bytes, fewer only at EOF; ``n < 0`` reads to EOF."""
@@ -254,6 +384,24 @@ class TCPSocket(ChannelHandler):
         view = memoryview(buf).cast("B")
         if not len(view):
             return 0
+        if self._direct:
+            deadline = None
+            ready = self._direct_ready()
+            while ready:
+                try:
+                    n = _C.recv_into(self._draw, view)
+                except (BlockingIOError, InterruptedError):
+                    if deadline is None and self._timeout is not None:
+                        deadline = time.monotonic() + self._timeout
+                    self._park_readable(deadline)
+                    ready = self._direct_ready()
+                    continue
+                except OSError as exc:
+                    self._recv_failed(exc)
+                    raise
+                if not n:
+                    self._got_eof()
+                return n
         self._want = len(view)
         if not self._wait_readable(self._deadline()):
             return 0
@@ -265,6 +413,22 @@ class TCPSocket(ChannelHandler):
     def readavailable(self) -> bytes:
         """Everything buffered, waiting for at least one byte; ``b""`` at EOF."""
         self._check_thread("readavailable")
+        if self._direct:
+            deadline = None
+            while self._direct_ready():
+                try:
+                    data = _C.recv(self._draw, 65536)
+                except (BlockingIOError, InterruptedError):
+                    if deadline is None and self._timeout is not None:
+                        deadline = time.monotonic() + self._timeout
+                    self._park_readable(deadline)
+                    continue
+                except OSError as exc:
+                    self._recv_failed(exc)
+                    raise
+                if not data:
+                    self._got_eof()
+                return data
         self._want = 65536
         if not self._wait_readable(self._deadline()):
             return b""
@@ -306,7 +470,14 @@ class TCPSocket(ChannelHandler):
         return bytes(self._buf[self._pos:self._pos + max(n, 1)])
 
     def bytesavailable(self) -> int:
-        """Bytes buffered right now (never blocks)."""
+        """Bytes buffered right now (never blocks). In direct mode the bytes the kernel
+        holds are pulled into the buffer first (one non-blocking ``recv``)."""
+        if self._direct_ready() and self._loop.is_loop_thread():
+            self._want = 65536
+            try:
+                self._fill_direct(None, block=False)
+            except OSError:
+                pass  # recorded: the next read raises it
         return self._available()
 
     def eof(self) -> bool:
@@ -337,15 +508,39 @@ class TCPSocket(ChannelHandler):
         self._check_write()
         view = memoryview(data).cast("B")
         total = len(view)
-        deadline = self._deadline()
+        deadline = None
         off = 0
         slot = self.slot
         while off < total:
-            while self._in_flight >= WRITE_HIGH_WATER:
+            if self._direct:
+                # Straight to the kernel when nothing is queued ahead (send_now checks).
+                try:
+                    off += self._dsock.send_now(view[off:] if off else view)
+                except OSError as exc:
+                    if self._write_error is None:
+                        self._write_error = exc
+                    self.slot.channel.shutdown(exc)
+                    raise
+                if off == total:
+                    break
+            if self._in_flight and (self._in_flight >= WRITE_HIGH_WATER
+                                    or (self._direct and self._timeout != 0 and not in_hub())):
+                # Direct mode queues at most one write's remainder: waiting for it to drain
+                # (rather than queueing up to the high-water mark) keeps the bytes in
+                # flight cache-hot and the next write on the direct path. Non-blocking
+                # writes and writes from the hub keep the high-water rule.
+                if deadline is None:
+                    deadline = self._deadline()
                 self._park(self._writer, deadline)
                 self._check_write()
-            msg = slot.acquire_message(total - off)
-            n = msg.fill(view[off:])
+                continue
+            if self._direct:
+                # One message owning a copy of (part of) the rest, behind what is queued.
+                n = min(total - off, _DIRECT_QUEUE_CHUNK)
+                msg = _owned_message(bytes(view[off:off + n]))
+            else:
+                msg = slot.acquire_message(total - off)
+                n = msg.fill(view[off:])
             off += n
             self._in_flight += n
             msg.on_completion = functools.partial(self._on_written, n)
@@ -497,6 +692,9 @@ class TCPSocket(ChannelHandler):
         if self._read_error is not None:
             raise self._read_error
         slot = self.slot
+        was_direct = self._direct
+        if was_direct:
+            self._leave_direct()  # the socket handler reads for the TLS handler from now on
         leftover = bytes(self._buf[self._pos:])
         self._buf.clear()
         self._pos = 0
@@ -507,8 +705,9 @@ class TCPSocket(ChannelHandler):
         tls.feed(leftover)
         if eof:
             tls.feed_eof()
-        if leftover and self.back_pressure:
-            slot.increment_read_window(len(leftover))  # they left our buffer: re-credit
+        if leftover and self.back_pressure and not was_direct:
+            # They left our buffer: re-credit (direct reads never debited the window).
+            slot.increment_read_window(len(leftover))
         tls.start()
 
     def __enter__(self) -> TCPSocket:

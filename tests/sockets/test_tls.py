@@ -452,6 +452,49 @@ def test_starttls_peer_pipelines_tls_bytes_behind_plaintext_reply(run, certs):
     run(body)
 
 
+def test_starttls_after_direct_read_with_tls_bytes_still_in_the_kernel(run, certs):
+    """A plaintext socket reads the reply with ``readinto`` straight from the kernel; the
+    peer's ClientHello, pipelined behind it, is still in the kernel at the upgrade: the
+    socket handler must take over reading and hand it to the TLS handler."""
+    def body():
+        srv = S.listen(0)
+        port = srv.getsockname()[1]
+
+        def peer(p):
+            assert p.readline() == b"STARTTLS\n"
+            cctx = ssl.create_default_context(cafile=certs.ca)
+            m = ManualTls(p, cctx, server_hostname="localhost")
+            try:
+                m.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            p.write(b"OK\n" + m.pending_output())  # one segment: reply + ClientHello
+            m.handshake()
+            m.write(b"after upgrade\n")
+            assert m.read(100) == b"echo after upgrade\n"
+            p.close()
+
+        g = gevent.spawn(lambda: peer(srv.accept()))
+        c = S.connect("127.0.0.1", port)
+        c.settimeout(5)
+        assert c._direct
+        c.write(b"STARTTLS\n")
+        buf = bytearray(3)
+        got = 0
+        while got < 3:
+            got += c.readinto(memoryview(buf)[got:])
+        assert buf == b"OK\n"
+        assert c.pending() == 0  # the ClientHello was not pulled into our buffer
+        S.tlsupgrade(c, server_side=True, ssl_cert=certs.cert, ssl_key=certs.key)
+        assert not c._direct and c.tls is not None
+        assert c.readline() == b"after upgrade\n"
+        c.write(b"echo after upgrade\n")
+        g.get(timeout=5)
+        c.close()
+        srv.close()
+    run(body)
+
+
 # ------------------------------------------------------------------ timeouts and closes
 def test_client_handshake_timeout_against_silent_peer(run, certs):
     def body():
