@@ -60,6 +60,17 @@ def _ebadf() -> OSError:
 class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
     """``socket.socket`` after ``reseau_patch.patch_all()``."""
 
+    #: Bytes read past a TLS close_notify by ``SSLSocket.unwrap()``: the plaintext that
+    #: followed it, served before the kernel's.
+    _rp_prefix = b""
+
+    def _rp_pending(self) -> int:
+        return len(self._rp_prefix)
+
+    def _rp_take_prefix(self, n: int) -> bytes:
+        data, self._rp_prefix = self._rp_prefix[:n], self._rp_prefix[n:]
+        return data
+
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
                  fileno: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
@@ -125,9 +136,16 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
     # ------------------------------------------------------------------ reading
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if self._rp_prefix and bufsize > 0 and not flags:
+            return self._rp_take_prefix(bufsize)
         return self._io(_c_recv, READ, bufsize, flags)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if self._rp_prefix and not flags:
+            view = memoryview(buffer).cast("B")
+            data = self._rp_take_prefix(nbytes or view.nbytes)
+            view[:len(data)] = data
+            return len(data)
         return self._io(_c_recv_into, READ, buffer, nbytes, flags)
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:

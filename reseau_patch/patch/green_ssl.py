@@ -127,8 +127,13 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         return tcp
 
     def _rp_pending(self) -> int:
-        tcp = self._rp_tcp
-        return tcp.pending() if tcp is not None else 0
+        """Bytes held in user space that the fd no longer shows: plaintext buffered in the
+        TCPSocket or the SSL object, and ciphertext the TLS handler already pulled in
+        (possibly a partial record: then a blocking read waits for the rest)."""
+        tcp, tls = self._rp_tcp, self._rp_tls
+        if tcp is None or tls is None:
+            return 0
+        return tcp.pending() + tls.sslobj.pending() + tls._in.pending
 
     # ------------------------------------------------------------------ handshake
     def do_handshake(self, block: bool = False) -> None:
@@ -239,7 +244,11 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         raise NotImplementedError(f"recvmsg_into not allowed on instances of {type(self)}")
 
     def pending(self) -> int:
-        return self._rp_pending()
+        """Decrypted bytes ready to read without blocking (``SSLSocket.pending``)."""
+        tcp, tls = self._rp_tcp, self._rp_tls
+        if tcp is None or tls is None:
+            return 0
+        return tcp.pending() + tls.sslobj.pending()
 
     # ------------------------------------------------------------------ writing
     def write(self, data: Any) -> int:
@@ -337,15 +346,36 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     # ------------------------------------------------------------------ closing
     def unwrap(self) -> GreenSocket:
-        """Send close_notify, wait for the peer's, and return the plain socket."""
+        """Exchange close_notify and hand back the plain connection (STARTTLS's reverse).
+
+        Ours goes out without a TCP FIN; we wait for the peer's; bytes that came after it
+        are the next protocol's and are served first by the returned socket.
+        """
         tcp = self._rp_channel_tcp()
-        tcp.closewrite()  # close_notify after the queued data
+        tls = self._rp_tls
+        tcp.flush()
+        tcp._loop.call_soon(tls._send_close_notify)
         while tcp.readavailable():
             pass  # data after our close_notify is discarded, as by SSL_shutdown
-        self._rp_detach_channel()
+        leftover = tls._in.read()
+        self._rp_abort_channel()
         plain = GreenSocket(self.family, self.type, self.proto, fileno=self.detach())
         plain.settimeout(self._rp_timeout)
+        plain._rp_prefix = leftover
         return plain
+
+    def _rp_abort_channel(self) -> None:
+        """Take the channel off the connection without sending anything more."""
+        tcp, self._rp_tcp = self._rp_tcp, None
+        self._rp_tls = None
+        self._sslobj = None
+        if tcp is None or tcp.channel is None or tcp._shut_down:
+            return
+        tcp.channel.shutdown(abort=True)
+        deadline = time.monotonic() + 5
+        while not tcp._shut_down and time.monotonic() < deadline:
+            tcp._closer.park(tcp._loop, max(0.0, deadline - time.monotonic()))
+        tcp._state = type(tcp._state).CLOSED
 
     def _rp_detach_channel(self) -> None:
         tcp, self._rp_tcp = self._rp_tcp, None
