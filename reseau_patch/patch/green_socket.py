@@ -117,6 +117,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
     def _wait(self, events: int, deadline: float | None) -> None:
         if self._rp_timeout == 0.0:
+            _yield_to_hub()
             raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         if deadline is not None and time.monotonic() >= deadline:
             raise timed_out()
@@ -268,6 +269,22 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         if self._rp_timeout is None and _c_fileno(self) >= 0:
             _c_setblocking(self, True)  # hand the fd out in the mode the caller expects
         return super().detach()
+
+
+def _yield_to_hub() -> None:
+    """Let other greenlets run before a non-blocking call reports EAGAIN.
+
+    Code that polls a non-blocking socket in a loop (``while True: try: recv ...``) in a
+    green thread would otherwise never give the peer greenlet a chance to send: with real
+    threads the OS preempts it, with greenlets nothing does. Only where a hub already runs
+    in this thread (a real thread without one is preempted by the OS anyway).
+    """
+    from gevent import getcurrent, sleep
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    if hub is not None and getcurrent() is not hub:
+        sleep(0)
 
 
 def _forget_fd(fd: int) -> None:
