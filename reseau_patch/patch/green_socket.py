@@ -205,8 +205,8 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 return address
             except OSError:
                 pass
-            infos = _stdsocket.getaddrinfo(host, address[1], self.family, self.type,
-                                           self.proto)
+            # Four arguments, like most code that wraps or fakes getaddrinfo expects.
+            infos = _stdsocket.getaddrinfo(host, address[1], self.family, self.type)
             return infos[0][4]
         return address
 
