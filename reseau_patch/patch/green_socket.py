@@ -139,7 +139,10 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self._rp_prefix and bufsize > 0 and not flags:
             return self._rp_take_prefix(bufsize)
-        return self._io(_c_recv, READ, bufsize, flags)
+        data = self._io(_c_recv, READ, bufsize, flags)
+        if not data and bufsize:
+            _yield_to_hub()  # a loop polling a closed peer must not starve the others
+        return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if self._rp_prefix and not flags:
@@ -147,7 +150,10 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
             data = self._rp_take_prefix(nbytes or view.nbytes)
             view[:len(data)] = data
             return len(data)
-        return self._io(_c_recv_into, READ, buffer, nbytes, flags)
+        n = self._io(_c_recv_into, READ, buffer, nbytes, flags)
+        if not n:
+            _yield_to_hub()
+        return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         return self._io(_c_recvfrom, READ, bufsize, flags)
@@ -272,11 +278,11 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
 
 def _yield_to_hub() -> None:
-    """Let other greenlets run before a non-blocking call reports EAGAIN.
+    """Let other greenlets run before reporting EAGAIN or EOF.
 
-    Code that polls a non-blocking socket in a loop (``while True: try: recv ...``) in a
-    green thread would otherwise never give the peer greenlet a chance to send: with real
-    threads the OS preempts it, with greenlets nothing does. Only where a hub already runs
+    Code that polls a socket in a loop (``while True: try: recv ...``) in a green thread
+    would otherwise never give other greenlets a chance to run: with real threads the OS
+    preempts it, with greenlets nothing does. Only where a hub already runs
     in this thread (a real thread without one is preempted by the OS anyway).
     """
     from gevent import getcurrent, sleep

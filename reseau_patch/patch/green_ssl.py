@@ -26,7 +26,7 @@ from ..io.socket_handler import SocketHandler
 from ..io.tls import TlsHandler, TlsState
 from ..sockets.parking import TIMED_OUT, Parker, current_io_loop
 from ..sockets.tcp import TCPSocket
-from .green_socket import GreenSocket
+from .green_socket import GreenSocket, _yield_to_hub
 
 __all__ = ["ReseauSSLSocket", "install", "uninstall"]
 
@@ -212,11 +212,14 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             tcp._request()
             raise _want_read()
         try:
-            return tcp.readinto(view)
+            n = tcp.readinto(view)
         except ssl.SSLEOFError:
-            if self.suppress_ragged_eofs:
-                return 0
-            raise
+            if not self.suppress_ragged_eofs:
+                raise
+            n = 0
+        if not n:
+            _yield_to_hub()  # see green_socket._yield_to_hub
+        return n
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         if flags:
