@@ -401,8 +401,10 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         GreenSocket.shutdown(self, how)
 
     def _real_close(self) -> None:  # type: ignore[override]
-        self._rp_detach_channel()
-        GreenSocket._real_close(self)
+        try:
+            self._rp_detach_channel()
+        finally:
+            GreenSocket._real_close(self)  # the fd is closed even if the channel was not
 
     def detach(self) -> int:
         self._rp_tcp = None
