@@ -351,17 +351,31 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def unwrap(self) -> GreenSocket:
         """Exchange close_notify and hand back the plain connection (STARTTLS's reverse).
 
-        Ours goes out without a TCP FIN; we wait for the peer's; bytes that came after it
-        are the next protocol's and are served first by the returned socket.
+        The channel is taken off first, then the shutdown runs on the SSL object directly
+        over the fd: no TCP FIN, and bytes that follow the peer's close_notify (the next
+        protocol's) stay in the incoming BIO and are served first by the returned socket.
         """
         tcp = self._rp_channel_tcp()
         tls = self._rp_tls
         tcp.flush()
-        tcp._loop.call_soon(tls._send_close_notify)
-        while tcp.readavailable():
-            pass  # data after our close_notify is discarded, as by SSL_shutdown
-        leftover = tls._in.read()
         self._rp_abort_channel()
+        sslobj, incoming, outgoing = tls.sslobj, tls._in, tls._out
+        while True:
+            try:
+                sslobj.unwrap()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            data = outgoing.read()
+            if data:
+                GreenSocket.sendall(self, data)
+            if done:
+                break
+            data = GreenSocket.recv(self, 65536)
+            if not data:
+                break  # the peer closed without its close_notify: nothing more to wait for
+            incoming.write(data)
+        leftover = incoming.read()
         plain = GreenSocket(self.family, self.type, self.proto, fileno=self.detach())
         plain.settimeout(self._rp_timeout)
         plain._rp_prefix = leftover
