@@ -50,18 +50,8 @@ def _plain_name(host: object) -> str | None:
     """``host`` when it is an ordinary ASCII DNS name the cache may answer, else None."""
     if not isinstance(host, str) or not 0 < len(host) <= _MAX_NAME or "\0" in host:
         return None
-    if not host.isascii() or host == "<broadcast>":
+    if not host.isascii() or host == "<broadcast>" or _is_numeric(host):
         return None
-    try:
-        ipaddress.ip_address(host.partition("%")[0])
-        return None
-    except ValueError:
-        pass
-    try:
-        _socket.inet_aton(host)  # "127.1", "0x7f.1": numeric forms getaddrinfo accepts
-        return None
-    except OSError:
-        pass
     return host
 
 
@@ -203,7 +193,7 @@ def _is_numeric(host: object) -> bool:
     except ValueError:
         pass
     try:
-        _socket.inet_aton(host)
+        _socket.inet_aton(host)  # "127.1", "0x7f.1": numeric forms getaddrinfo accepts
         return True
     except OSError:
         return False
