@@ -15,9 +15,17 @@ Usage (the runner builds this command; the order of the steps is the point)::
    resumes after a stall.
 4. ``os._exit``: a leaked non-daemon thread would otherwise hang interpreter shutdown.
 
+Before any of that, every mode installs the same loopback guard (an audit hook): a connect or
+sendto to an address outside 127.0.0.0/8 and ::1 fails with ``ENETUNREACH``, as on a machine
+with no route. The suites probe "tarpit" addresses (urllib3: 240.0.0.0, requests: 10.255.255.1)
+that this project's tests must never send to, and whose behaviour differs per machine (this
+one's network answers every connect); with the guard they fail or skip the same way everywhere.
+
 Only the stdlib is imported before patching.
 """
 
+import errno
+import ipaddress
 import json
 import os
 import sys
@@ -44,6 +52,51 @@ def _apply_patch(patcher: str, kwargs: dict) -> None:
         patch_all(**kwargs)
     elif patcher != "none":
         raise ValueError(f"unknown patcher {patcher!r}")
+
+
+_GUARDED_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
+_LOCAL_NAMES = frozenset({"", "localhost", "localhost.localdomain", "ip6-localhost",
+                          "ip6-loopback"})
+
+
+def _is_local_host(host: object) -> bool:
+    """True for loopback and unspecified addresses (connecting to 0.0.0.0 or :: reaches this
+    host on Linux) and for the names /etc/hosts gives to loopback."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    host = host.split("%", 1)[0]  # IPv6 scope id
+    if host.lower() in _LOCAL_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # another name: refused rather than resolved inside the hook
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _loopback_guard(event: str, args: tuple) -> None:
+    if event not in _GUARDED_EVENTS:
+        return
+    sock, address = args[0], args[1]
+    if getattr(sock, "family", None) not in (2, 10):  # AF_INET, AF_INET6: unix paths are local
+        return
+    if address is None:  # sendmsg without an address: the connected peer, already checked
+        return
+    host = address[0] if isinstance(address, tuple) and address else address
+    if not _is_local_host(host):
+        raise OSError(errno.ENETUNREACH,
+                      f"compat matrix loopback guard: {event} to {address!r} refused "
+                      "(tests may only reach 127.0.0.0/8 and ::1)")
+
+
+def install_loopback_guard() -> None:
+    """Refuse non-loopback connects and datagrams for the rest of this process."""
+    sys.addaudithook(_loopback_guard)
 
 
 def _qualname(obj: object) -> str:
@@ -148,7 +201,9 @@ def main(argv: list[str]) -> int:
     status_path, events_path, patcher, kwargs_json, mode = argv[:sep]
     pytest_args = argv[sep + 1 :]
     kwargs = json.loads(kwargs_json)
-    status: dict = {"mode": mode, "patcher": patcher, "kwargs": kwargs, "python": sys.version}
+    status: dict = {"mode": mode, "patcher": patcher, "kwargs": kwargs, "python": sys.version,
+                    "loopback_guard": True}
+    install_loopback_guard()
     try:
         _apply_patch(patcher, kwargs)
     except BaseException as exc:  # noqa: BLE001 - any failure to patch is a mode-level error

@@ -193,6 +193,11 @@ def render_markdown(results: dict) -> str:
         "line, which results.json also records. Known failures, with reasons, are in "
         "`compat_matrix/expectations/`.",
         "",
+        "Every mode runs under the same loopback guard (`mode_entry.py`): a connect or datagram "
+        "to an address outside 127.0.0.0/8 and ::1 fails at once with ENETUNREACH, as on a "
+        "machine with no route. So `requires_network` tests skip themselves, and tests that "
+        "need a tarpit address to hang fail in plain mode too (listed as environment).",
+        "",
     ]
     for name, suite in results["suites"].items():
         out += [f"## {name} {suite['version']}", ""]
