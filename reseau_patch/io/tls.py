@@ -28,9 +28,11 @@ The handler sits between the socket handler (left, ciphertext) and the applicati
   before it). Every error is the stdlib's ``ssl`` exception (``SSLCertVerificationError``
   with ``verify_message``, ...), or ``TimeoutError`` for the handshake timeout.
 * **Shutdown.** ``process_write_eof`` and a graceful (error-free, non-abort) WRITE shutdown
-  send ``close_notify``; an abort or an error does not. READ shutdown delivers what is
-  already received and fits the application's window, then drops the rest (the window
-  may never open again once the application is closing).
+  send ``close_notify``; an abort or an error does not, and neither does a graceful shutdown
+  when the handler was made with ``notify_on_close=False`` (the stdlib's ``SSLSocket.close``
+  never sends one; only ``unwrap`` does, and peers such as pyOpenSSL tell the two apart).
+  READ shutdown delivers what is already received and fits the application's window, then
+  drops the rest (the window may never open again once the application is closing).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class TlsHandler(ChannelHandler):
                  server_hostname: str | None = None,
                  timeout: float | None = DEFAULT_TLS_TIMEOUT,
                  on_negotiated: NegotiationCallback | None = None,
-                 session: ssl.SSLSession | None = None) -> None:
+                 session: ssl.SSLSession | None = None,
+                 notify_on_close: bool = True) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         # wrap_bio raises the stdlib's ValueError for bad combinations (a client context
@@ -94,6 +97,7 @@ class TlsHandler(ChannelHandler):
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.timeout = timeout
+        self.notify_on_close = notify_on_close
         self.state = TlsState.IDLE
         self.error: BaseException | None = None
         self.slot: ChannelSlot | None = None
@@ -419,7 +423,7 @@ class TlsHandler(ChannelHandler):
         else:
             self._fail_pending_writes(error or BrokenPipeError(
                 errno.EPIPE, "TLS connection shut down before the handshake completed"))
-            if error is None and not abort:
+            if error is None and not abort and self.notify_on_close:
                 self._send_close_notify()
         slot.on_shutdown_complete(direction, error, abort)
 

@@ -102,7 +102,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         channel.add_handler(SocketHandler(io_sock))
         tls = TlsHandler(self._context, server_side=self.server_side,
                          server_hostname=self.server_hostname, timeout=None,
-                         session=self._session)
+                         session=self._session, notify_on_close=False)
         channel.add_handler(tls)
         tcp = TCPSocket(loop, on_demand=True)
         tcp.attach(channel)
@@ -132,7 +132,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         (possibly a partial record: then a blocking read waits for the rest)."""
         tcp, tls = self._rp_tcp, self._rp_tls
         if tcp is None or tls is None:
-            return 0
+            return GreenSocket._rp_pending(self)  # unwrapped: what followed close_notify
         return tcp.pending() + tls.sslobj.pending() + tls._in.pending
 
     # ------------------------------------------------------------------ handshake
@@ -193,6 +193,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     # ------------------------------------------------------------------ reading
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002
+        if self._rp_tcp is None and self._connected:
+            raise ValueError("Read on closed or unwrapped SSL socket.")
         tcp = self._rp_channel_tcp()
         if buffer is not None:
             view = memoryview(buffer).cast("B")
@@ -221,12 +223,18 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             _yield_to_hub()  # see green_socket._yield_to_hub
         return n
 
+    # Without a TLS channel (never connected, closed, or unwrapped) these are the plain
+    # socket's, as in the stdlib, which falls back to socket.socket when _sslobj is None.
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._rp_tcp is None:
+            return GreenSocket.recv(self, buflen, flags)
         if flags:
             raise ValueError(f"non-zero flags not allowed in calls to recv() on {type(self)}")
         return self.read(buflen)
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if self._rp_tcp is None:
+            return GreenSocket.recv_into(self, buffer, nbytes or 0, flags)
         if flags:
             raise ValueError(
                 f"non-zero flags not allowed in calls to recv_into() on {type(self)}")
@@ -255,14 +263,20 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     # ------------------------------------------------------------------ writing
     def write(self, data: Any) -> int:
+        if self._rp_tcp is None and self._connected:
+            raise ValueError("Write on closed or unwrapped SSL socket.")
         return self._rp_channel_tcp().write(data)
 
     def send(self, data: Any, flags: int = 0) -> int:
+        if self._rp_tcp is None:
+            return GreenSocket.send(self, data, flags)
         if flags:
             raise ValueError(f"non-zero flags not allowed in calls to send() on {type(self)}")
         return self._rp_channel_tcp().write(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        if self._rp_tcp is None:
+            return GreenSocket.sendall(self, data, flags)
         if flags:
             raise ValueError(
                 f"non-zero flags not allowed in calls to sendall() on {type(self)}")
@@ -348,13 +362,17 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         tls.sslobj.verify_client_post_handshake()
 
     # ------------------------------------------------------------------ closing
-    def unwrap(self) -> GreenSocket:
-        """Exchange close_notify and hand back the plain connection (STARTTLS's reverse).
+    def unwrap(self) -> ReseauSSLSocket:
+        """Exchange close_notify and go on as the plain connection (STARTTLS's reverse).
 
         The channel is taken off first, then the shutdown runs on the SSL object directly
         over the fd: no TCP FIN, and bytes that follow the peer's close_notify (the next
-        protocol's) stay in the incoming BIO and are served first by the returned socket.
+        protocol's) stay in the incoming BIO and are served first by later plain reads.
+        Like the stdlib, this returns the socket itself, now without TLS: ``recv``/``send``
+        are the plain socket's, ``read``/``write`` raise ``ValueError``, ``close`` closes.
         """
+        if self._rp_tcp is None:
+            raise ValueError("No SSL wrapper around " + str(self))
         tcp = self._rp_channel_tcp()
         tls = self._rp_tls
         tcp.flush()
@@ -375,11 +393,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if not data:
                 break  # the peer closed without its close_notify: nothing more to wait for
             incoming.write(data)
-        leftover = incoming.read()
-        plain = GreenSocket(self.family, self.type, self.proto, fileno=self.detach())
-        plain.settimeout(self._rp_timeout)
-        plain._rp_prefix = leftover
-        return plain
+        self._rp_prefix = incoming.read()
+        return self
 
     def _rp_abort_channel(self) -> None:
         """Take the channel off the connection without sending anything more."""

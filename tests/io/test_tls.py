@@ -254,17 +254,21 @@ def test_alpn_hook_installs_protocol_handler(lt, certs, offer, hook, expect):
     pair.close()
 
 
-@pytest.mark.parametrize("abort", [False, True])
-def test_graceful_close_sends_close_notify_abort_does_not(lt, certs, abort):
+@pytest.mark.parametrize("how", ["graceful", "abort", "quiet"])
+def test_graceful_close_sends_close_notify_abort_does_not(lt, certs, how):
+    """``quiet``: a graceful shutdown of a handler made with notify_on_close=False (the
+    stdlib's SSLSocket.close) flushes the data but sends no close_notify."""
     pair = Pair(lt, _server(certs), App)
     app = App()
     box = pair.connect(_client(certs), app)
     assert pair.server_ready.wait(WAIT)
     srv = pair.server_channels[0]
+    if how == "quiet":
+        lt.call(lambda: setattr(find_tls_handler(srv), "notify_on_close", False))
     lt.call(srv.last.handler.write, b"bye")
     _until(lambda: bytes(app.data) == b"bye")
-    lt.call(lambda: srv.shutdown(None, abort=abort))
-    if abort:
+    lt.call(lambda: srv.shutdown(None, abort=how == "abort"))
+    if how != "graceful":
         assert box["shutdown"].wait(WAIT)
         assert isinstance(box["shutdown_error"], ssl.SSLEOFError)
         assert not app.eof.is_set()

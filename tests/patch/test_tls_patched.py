@@ -92,3 +92,93 @@ print("ok")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Warning" not in proc.stderr, proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+SSL_SOCKET_SCENARIO = """
+import os, socket, ssl, tempfile, threading
+from reseau_patch import pki
+
+d = tempfile.mkdtemp()
+ca = pki.make_ca()
+cert, key = ca.issue(["localhost"]).write_pem(d, "server")
+ca_path = os.path.join(d, "ca.pem")
+with open(ca_path, "wb") as f:
+    f.write(ca.cert_pem())
+sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+sctx.load_cert_chain(cert, key)
+sctx.set_alpn_protocols(["h2", "http/1.1"])
+cctx = ssl.create_default_context(cafile=ca_path)
+cctx.set_alpn_protocols(["http/1.1"])
+lsock = socket.create_server(("127.0.0.1", 0))
+lsock.settimeout(20)
+port = lsock.getsockname()[1]
+
+def server():
+    for how in ("close", "unwrap"):
+        conn, _ = lsock.accept()
+        s = sctx.wrap_socket(conn, server_side=True)
+        s.sendall(b"hello world")
+        if how == "close":
+            s.close()  # the stdlib sends no close_notify here
+        else:
+            plain = s.unwrap()  # close_notify both ways, then the plain stream
+            plain.sendall(b"after tls")
+            plain.close()
+
+t = threading.Thread(target=server)
+t.start()
+
+def recv_exact(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        assert chunk, out
+        out += chunk
+    return out
+
+def client():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    return cctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+
+c = client()
+print("version", c.version(), c.cipher()[1], c.selected_alpn_protocol())
+print("peer", c.getpeercert()["subjectAltName"])
+print("first", recv_exact(c, 5))
+print("pending", c.pending())
+print("rest", recv_exact(c, 6))
+try:
+    print("eof", c.recv(10))
+except ssl.SSLEOFError as e:
+    print("eof SSLEOFError")
+c.close()
+
+c = client()
+print("first", recv_exact(c, 11))
+plain = c.unwrap()
+print("plain", plain is c, recv_exact(plain, 9), plain.recv(10))
+try:
+    c.read(1)
+except ValueError as e:
+    print("read after unwrap", e)
+c.close()
+print("closed", c.fileno())
+t.join(20)
+lsock.close()
+print("done")
+"""
+
+
+def test_ssl_socket_matches_the_stdlib_close_unwrap_pending(run_patched):
+    """Run the same script unpatched and patched: the transcripts must agree. Close sends no
+    close_notify (the reader sees SSLEOFError), unwrap exchanges it and hands back the plain
+    stream, pending() counts the decrypted bytes not yet read."""
+    import subprocess
+    import sys
+    import textwrap
+
+    plain = subprocess.run([sys.executable, "-c", textwrap.dedent(SSL_SOCKET_SCENARIO)],
+                           capture_output=True, text=True, timeout=90)
+    assert plain.returncode == 0, plain.stderr[-4000:]
+    ours = run_patched(SSL_SOCKET_SCENARIO)
+    assert ours.stdout == plain.stdout
+    assert "eof SSLEOFError" in ours.stdout and "plain True b'after tls' b''" in ours.stdout
