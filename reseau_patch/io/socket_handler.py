@@ -17,6 +17,11 @@ Reading (design brief §4, adapted to level-triggered readiness):
 
 Writing: each message goes to :meth:`Socket.write`; its completion releases it, runs
 ``msg.on_completion`` and, on error, shuts the channel down with that error.
+
+Hand-over (the patch layer moving a quiet TLS connection to another thread's loop): any
+thread may call :meth:`SocketHandler.freeze`; from then on this loop's readiness callbacks
+return at once, and ``busy`` tells whether one was already running (wait for 0 before
+touching what it feeds).
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class SocketHandler(ChannelHandler):
         #: path): this handler then never reads, whatever the windows say.
         self.read_paused = False
         self._write_shutdown_done = False
+        #: Set (from any thread) when the connection moved to another loop's channel.
+        self.frozen = False
+        #: Readiness callbacks running right now (0 or 1): the hand-over waits for 0.
+        self.busy = 0
         self.bytes_read = 0
         self.bytes_written = 0
 
@@ -60,8 +69,14 @@ class SocketHandler(ChannelHandler):
         self.read_paused = False
         self.socket.loop.call_soon(self._want_read)
 
+    def freeze(self) -> None:
+        """Never read again from this loop (callable from any thread; see the module
+        docstring). A running callback finishes first: wait until ``busy`` is 0."""
+        self.frozen = True
+
     def _want_read(self) -> None:
-        if self.read_paused or self.eof or self.shutting_down or self.socket.closed:
+        if self.read_paused or self.eof or self.shutting_down or self.frozen \
+                or self.socket.closed:
             return
         if not self.socket.reading:
             # Try the kernel at once (this runs from a task, never inside a read), and
@@ -70,8 +85,17 @@ class SocketHandler(ChannelHandler):
             self._on_readable(0)
 
     def _on_readable(self, revents: int) -> None:
+        # busy is raised before frozen is read, and the hand-over sets frozen before it
+        # reads busy: under the GIL one of the two sees the other.
+        self.busy += 1
+        try:
+            self._read_some()
+        finally:
+            self.busy -= 1
+
+    def _read_some(self) -> None:
         slot = self.slot
-        if slot is None or self.shutting_down:
+        if slot is None or self.shutting_down or self.frozen:
             self.socket.unsubscribe_readable()
             return
         window = slot.downstream_read_window()

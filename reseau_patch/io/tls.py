@@ -27,6 +27,10 @@ The handler sits between the socket handler (left, ciphertext) and the applicati
   raises for a truncated stream, as the channel's shutdown error (after the data that came
   before it). Every error is the stdlib's ``ssl`` exception (``SSLCertVerificationError``
   with ``verify_message``, ...), or ``TimeoutError`` for the handshake timeout.
+* **Hand-over.** A negotiated, quiet session can continue in a new channel on another loop
+  (:meth:`TlsHandler.take_over`): the old handler is frozen from the new loop's thread, its
+  running pump (if any) is waited for, and the SSL object moves with both BIOs. The old
+  channel is then abandoned, never shut down (that would touch the shared SSL object).
 * **Shutdown.** ``process_write_eof`` and a graceful (error-free, non-abort) WRITE shutdown
   send ``close_notify``; an abort or an error does not, and neither does a graceful shutdown
   when the handler was made with ``notify_on_close=False`` (the stdlib's ``SSLSocket.close``
@@ -114,6 +118,38 @@ class TlsHandler(ChannelHandler):
         self._close_notify_sent = False
         self._read_closed = False  # EOF or error delivered, or READ shut down
         self._input_eof = False
+        self._frozen = False  # the session moved to another channel (take_over)
+        self._busy = 0  # _pump calls running right now (the hand-over waits for 0)
+
+    @classmethod
+    def take_over(cls, old: TlsHandler) -> TlsHandler:
+        """A handler for a new channel that continues ``old``'s negotiated session.
+
+        The SSL object and both BIOs move over, so ciphertext ``old`` already pulled in
+        and plaintext pending inside the SSL object are read through the new channel.
+        ``old`` must be negotiated, frozen with :meth:`freeze` and idle (``busy`` 0), with
+        no writes queued; it does nothing afterwards.
+        """
+        if old.state is not TlsState.NEGOTIATED or old._pending_writes:
+            raise ValueError(f"cannot take over {old!r}: not negotiated or writes queued")
+        new = cls.__new__(cls)
+        new.__dict__.update(old.__dict__)
+        new.slot = None
+        new._timer = None
+        new._callbacks = []
+        new._pending_writes = deque()
+        new._frozen = False
+        new._busy = 0
+        return new
+
+    def freeze(self) -> None:
+        """Stop using the SSL object from this channel (callable from any thread): pumps
+        not yet started return at once; wait until :attr:`busy` is 0 for a running one."""
+        self._frozen = True
+
+    @property
+    def busy(self) -> int:
+        return self._busy
 
     # ================================================================ results
     @property
@@ -297,6 +333,14 @@ class TlsHandler(ChannelHandler):
 
     def _pump(self) -> None:
         """Decrypt and deliver as much as the application's window takes."""
+        self._busy += 1  # before reading _frozen: see SocketHandler._on_readable
+        try:
+            if not self._frozen:
+                self._pump_now()
+        finally:
+            self._busy -= 1
+
+    def _pump_now(self) -> None:
         slot = self.slot
         pool = slot.channel.pool
         sslobj = self.sslobj

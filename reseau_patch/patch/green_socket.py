@@ -27,6 +27,7 @@ import errno
 import os
 import socket as _stdsocket
 import time
+import warnings
 from typing import Any
 
 from .waiting import READ, WRITE, FdWaits, timed_out
@@ -260,6 +261,20 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
     def _real_close(self, _ss: Any = original_socket_class) -> None:
         self._before_close()
         _ss._real_close(self)
+
+    def __del__(self) -> None:
+        # Replaces _socket.socket's finalizer. A socket the user closed while makefile()
+        # objects were open keeps its fd until the last of them closes; when both die in one
+        # garbage cycle (a TLS socket is in one with its channel) the order is arbitrary, so
+        # close that fd silently. A socket never closed gets the stdlib's ResourceWarning.
+        if _c_fileno(self) < 0:
+            return
+        if not getattr(self, "_closed", False):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+        try:
+            _socket.socket.close(self)
+        except OSError:
+            pass
 
     def _before_close(self) -> None:
         fd = _c_fileno(self)

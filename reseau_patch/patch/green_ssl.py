@@ -17,18 +17,28 @@ from __future__ import annotations
 import _socket
 import errno
 import ssl
+import threading
 import time
 from typing import Any
 
+from gevent.monkey import get_original
+
 from ..io.channel import Channel
+from ..io.event_loop import EventLoop, LoopThreadError
 from ..io.socket import Socket as IoSocket
 from ..io.socket_handler import SocketHandler
 from ..io.tls import TlsHandler, TlsState
 from ..sockets.parking import TIMED_OUT, Parker, current_io_loop
 from ..sockets.tcp import TCPSocket
+from ..sockets.tcp import _State as _TCPState
 from .green_socket import GreenSocket, _yield_to_hub
 
 __all__ = ["ReseauSSLSocket", "install", "uninstall"]
+
+_TCP_CONNECTED, _TCP_CLOSED = _TCPState.CONNECTED, _TCPState.CLOSED
+#: Longest wait for the old loop to leave a callback of a connection being handed over.
+_HANDOVER_WAIT = 1.0
+_real_sleep = get_original("time", "sleep")  # releases the GIL without the hub
 
 _original_sslsocket_class = ssl.SSLContext.sslsocket_class
 _READ_CHUNK = 64 * 1024
@@ -95,16 +105,23 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     # ------------------------------------------------------------------ the channel
     def _rp_start(self) -> None:
-        loop = current_io_loop()
+        tls = TlsHandler(self._context, server_side=self.server_side,
+                         server_hostname=self.server_hostname, timeout=None,
+                         session=self._session, notify_on_close=False)
+        self._rp_build(current_io_loop(), tls, None)
+        tls.start()
+
+    def _rp_build(self, loop: EventLoop, tls: TlsHandler, old: TCPSocket | None) -> TCPSocket:
+        """Install ``SocketHandler → tls → TCPSocket`` on ``loop`` (continuing ``old``'s
+        stream if given) and make it this socket's channel."""
         io_sock = IoSocket(loop, sock=self, owns_fd=False)
         channel = Channel(loop, back_pressure=True)
         channel.activate()
         channel.add_handler(SocketHandler(io_sock))
-        tls = TlsHandler(self._context, server_side=self.server_side,
-                         server_hostname=self.server_hostname, timeout=None,
-                         session=self._session, notify_on_close=False)
         channel.add_handler(tls)
         tcp = TCPSocket(loop, on_demand=True)
+        if old is not None:
+            tcp.inherit(old)
         tcp.attach(channel)
         channel.add_handler(tcp)
 
@@ -115,7 +132,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         channel.on_shutdown = on_shutdown
         self._rp_tcp, self._rp_tls = tcp, tls
         self._sslobj = tls.sslobj  # what stdlib helpers (and users) inspect
-        tls.start()
+        return tcp
 
     def _rp_channel_tcp(self) -> TCPSocket:
         tcp = self._rp_tcp
@@ -123,7 +140,58 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if self._closed or self.fileno() < 0:
                 raise OSError(errno.EBADF, "Bad file descriptor")
             raise OSError(errno.ENOTCONN, "Socket is not connected")
+        if not tcp._loop.is_loop_thread():
+            tcp = self._rp_move_here(tcp)
         tcp._timeout = self._rp_timeout
+        return tcp
+
+    def _rp_move_here(self, old: TCPSocket) -> TCPSocket:
+        """Continue the connection on the calling thread's loop (a pooled connection picked
+        up by another thread, a server socket accepted in one thread and served in another).
+
+        Only a quiet connection moves: negotiated, no reader or writer waiting on it, every
+        write on the wire. The old loop is not asked (its thread may be blocked anywhere):
+        its handlers are frozen from here, a callback already running is waited for, and
+        the SSL object, its buffered ciphertext and the unread plaintext move to a new
+        channel. The old loop only learns to drop its read watcher.
+        """
+        tls, ch = self._rp_tls, old.channel
+        sh = ch.first.handler if ch is not None and ch.first is not None else None
+        if tls is None or not isinstance(sh, SocketHandler):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        owner = old._loop
+
+        def busy_elsewhere() -> str | None:
+            if old._state is not _TCP_CONNECTED or old._shut_down:
+                return "its channel is shutting down"
+            if old._reader.waiting or old._writer.waiting or old._closer.waiting:
+                return "another thread is blocked on it"
+            if old._in_flight or sh.socket._writes or tls._pending_writes:
+                return "writes are still queued on the other thread's loop"
+            if tls.state is not TlsState.NEGOTIATED:
+                return "its TLS handshake has not finished"
+            return None
+
+        why = busy_elsewhere()
+        if why is None:
+            sh.freeze()
+            tls.freeze()
+            deadline = time.monotonic() + _HANDOVER_WAIT
+            while (sh.busy or tls.busy) and time.monotonic() < deadline:
+                _real_sleep(0.0002)  # the other thread finishes its callback (GIL released)
+            why = "its loop is still running a callback" if sh.busy or tls.busy else \
+                busy_elsewhere()
+            if why is not None:  # changed under us: give it back untouched
+                sh.frozen = False
+                tls._frozen = False
+        if why is not None:
+            raise LoopThreadError(
+                f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
+                f"(loop of thread {owner._owner})")
+        tcp = self._rp_build(current_io_loop(), TlsHandler.take_over(tls), old)
+        old._state = _TCP_CLOSED  # the abandoned stream refuses use; its channel is dropped
+        if not owner.closed:
+            owner.post(sh.socket.unsubscribe_readable)
         return tcp
 
     def _rp_pending(self) -> int:
@@ -410,7 +478,18 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         tcp._state = type(tcp._state).CLOSED
 
     def _rp_detach_channel(self) -> None:
-        tcp, self._rp_tcp = self._rp_tcp, None
+        tcp = self._rp_tcp
+        if tcp is not None and not tcp.closed and not tcp._loop.is_loop_thread():
+            try:
+                tcp = self._rp_move_here(tcp)
+            except LoopThreadError:
+                # In use on its own thread (a reader blocked there): that loop aborts the
+                # channel, so the reader wakes with an error instead of waiting on a
+                # closed fd. Nothing more is sent.
+                if tcp.channel is not None:
+                    tcp.channel.shutdown(None, abort=True)  # any thread may call it
+                tcp = None
+        self._rp_tcp = None
         self._rp_tls = None
         self._sslobj = None
         if tcp is not None and not tcp.closed:
@@ -422,7 +501,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def shutdown(self, how: int) -> None:
         self._checkClosed()
         tcp = self._rp_tcp
-        if tcp is not None and how in (_socket.SHUT_WR, _socket.SHUT_RDWR) and tcp.isopen:
+        if tcp is not None and how in (_socket.SHUT_WR, _socket.SHUT_RDWR) and tcp.isopen \
+                and tcp._loop.is_loop_thread():
+            # Another thread's writes are flushed by that thread (sendall waits for them).
             try:
                 tcp.flush()
             except OSError:

@@ -124,6 +124,17 @@ class TCPSocket(ChannelHandler):
         self._draw: _socket.socket | None = None
 
     # ================================================================ handler half
+    def inherit(self, old: TCPSocket) -> None:
+        """Continue ``old``'s stream (a hand-over to another loop, before this handler is
+        installed): its unread bytes, EOF, sticky errors, half-close and timeout."""
+        self._buf = bytearray(old._buf[old._pos:])
+        self._pos = 0
+        self._eof = old._eof
+        self._read_error = old._read_error
+        self._write_error = old._write_error
+        self._write_closed = old._write_closed
+        self._timeout = old._timeout
+
     def attach(self, channel: Channel) -> TCPSocket:
         """Bootstrap hook: called with the new channel before this handler is installed."""
         self.channel = channel

@@ -182,3 +182,53 @@ def test_ssl_socket_matches_the_stdlib_close_unwrap_pending(run_patched):
     ours = run_patched(SSL_SOCKET_SCENARIO)
     assert ours.stdout == plain.stdout
     assert "eof SSLEOFError" in ours.stdout and "plain True b'after tls' b''" in ours.stdout
+
+
+CROSS_THREAD_SCENARIO = PKI_SERVER + """
+import concurrent.futures, socket, time
+Handler.protocol_version = "HTTP/1.1"  # keep-alive: pooled connections get reused
+import requests
+from reseau_patch.patch.green_ssl import ReseauSSLSocket
+
+moves = []
+orig_move = ReseauSSLSocket._rp_move_here
+def counting_move(self, old):
+    moves.append(1)
+    return orig_move(self, old)
+ReseauSSLSocket._rp_move_here = counting_move
+
+# A pooled HTTPS connection is picked up by whichever real thread asks next, and the server
+# accepts (and handshakes) in one thread and serves in another.
+session = requests.Session()
+def get(i):
+    return session.get(f"https://localhost:{port}/{i}", verify=ca_path, timeout=10).text
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    out = list(ex.map(get, range(200)))
+assert out == ["secret /%d" % i for i in range(200)], out[:5]
+assert len(moves) > 0, "no connection crossed threads: the scenario proves nothing"
+print("moved", len(moves) > 0)
+session.close()  # the server's keep-alive threads see EOF and end
+
+# A reader blocked in one thread while another thread closes the socket: the read ends.
+ctx = ssl.create_default_context(cafile=ca_path)
+c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+result = []
+def reader():
+    try:
+        result.append(c.recv(100))
+    except (OSError, ValueError) as e:
+        result.append(type(e).__name__)
+t = threading.Thread(target=reader)
+t.start()
+time.sleep(0.2)
+c.close()
+t.join(10)
+assert not t.is_alive() and result, result
+print("blocked reader ended")
+server.shutdown()
+"""
+
+
+def test_tls_sockets_cross_real_threads(run_patched):
+    out = run_patched(CROSS_THREAD_SCENARIO, "--no-thread", "--no-aggressive", "--no-queue")
+    assert "moved True" in out.stdout and "blocked reader ended" in out.stdout
