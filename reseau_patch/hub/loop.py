@@ -40,6 +40,7 @@ from gevent.exceptions import HubDestroyed
 from zope.interface import implementer
 
 from ..io.event_loop import MAXPRI, MINPRI, READ, WRITE, EventLoop, Hook
+from . import exit_parking
 from .callbacks import CallbackQueue
 from .children import ChildReaper, ChildWatcher
 from .signals import SignalDispatcher, SignalWatcher
@@ -137,6 +138,7 @@ class ReseauLoop:
         # lazy_unregister: gevent stops and restarts a socket's watcher around every
         # blocking call; keeping the kernel registration saves two epoll_ctl per wait.
         self._ev = EventLoop(backend=backend, lazy_unregister=True)
+        exit_parking.track(self._ev)  # no SIGSEGV when a daemon thread's hub wakes at exit
         # Errors the EventLoop itself catches come back through our handle_error.
         self._ev.error_handler = self
         # Channel sockets under the hub: greenlets parked on them hold the loop alive.
