@@ -123,15 +123,19 @@ class TlsHandler(ChannelHandler):
 
     @classmethod
     def take_over(cls, old: TlsHandler) -> TlsHandler:
-        """A handler for a new channel that continues ``old``'s negotiated session.
+        """A handler for a new channel that continues ``old``'s session (negotiated, or a
+        handshake nobody waits for yet).
 
         The SSL object and both BIOs move over, so ciphertext ``old`` already pulled in
         and plaintext pending inside the SSL object are read through the new channel.
-        ``old`` must be negotiated, frozen with :meth:`freeze` and idle (``busy`` 0), with
-        no writes queued; it does nothing afterwards.
+        ``old`` must be frozen with :meth:`freeze` and idle (``busy`` 0, its channel's
+        reader frozen too), with no writes queued, no negotiation callback and no handshake
+        timer; it does nothing afterwards. Call :meth:`resume` once the new one is installed.
         """
-        if old.state is not TlsState.NEGOTIATED or old._pending_writes:
-            raise ValueError(f"cannot take over {old!r}: not negotiated or writes queued")
+        if old.state is TlsState.FAILED or old._pending_writes or old._callbacks \
+                or old._timer is not None:
+            raise ValueError(f"cannot take over {old!r}: failed, writes queued, or a "
+                             "handshake in progress with a waiter or a timer")
         new = cls.__new__(cls)
         new.__dict__.update(old.__dict__)
         new.slot = None
@@ -141,6 +145,14 @@ class TlsHandler(ChannelHandler):
         new._frozen = False
         new._busy = 0
         return new
+
+    def resume(self) -> None:
+        """After :meth:`take_over`, once installed: carry on where the old handler stopped
+        (start a handshake not yet begun, process ciphertext already buffered)."""
+        if self.state is TlsState.IDLE:
+            self.start()
+        else:
+            self._after_input()
 
     def freeze(self) -> None:
         """Stop using the SSL object from this channel (callable from any thread): pumps

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from gevent import get_hub
 from gevent.monkey import get_original
 
 from ..io.channel import Channel
@@ -39,6 +40,12 @@ _TCP_CONNECTED, _TCP_CLOSED = _TCPState.CONNECTED, _TCPState.CLOSED
 #: Longest wait for the old loop to leave a callback of a connection being handed over.
 _HANDOVER_WAIT = 1.0
 _real_sleep = get_original("time", "sleep")  # releases the GIL without the hub
+
+
+def _hub_io_loop() -> EventLoop | None:
+    """The io loop under this thread's hub (made on first use, as the stdlib-shaped calls
+    that reach here are allowed to)."""
+    return getattr(get_hub().loop, "io_loop", None)
 
 _original_sslsocket_class = ssl.SSLContext.sslsocket_class
 _READ_CHUNK = 64 * 1024
@@ -140,7 +147,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if self._closed or self.fileno() < 0:
                 raise OSError(errno.EBADF, "Bad file descriptor")
             raise OSError(errno.ENOTCONN, "Socket is not connected")
-        if not tcp._loop.is_loop_thread():
+        if tcp._loop is not _hub_io_loop():
+            # Compared by loop, not thread id: a finished thread's id is soon reused.
             tcp = self._rp_move_here(tcp)
         tcp._timeout = self._rp_timeout
         return tcp
@@ -149,7 +157,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         """Continue the connection on the calling thread's loop (a pooled connection picked
         up by another thread, a server socket accepted in one thread and served in another).
 
-        Only a quiet connection moves: negotiated, no reader or writer waiting on it, every
+        Only a quiet connection moves: no reader, writer or handshake waiting on it, every
         write on the wire. The old loop is not asked (its thread may be blocked anywhere):
         its handlers are frozen from here, a callback already running is waited for, and
         the SSL object, its buffered ciphertext and the unread plaintext move to a new
@@ -168,8 +176,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 return "another thread is blocked on it"
             if old._in_flight or sh.socket._writes or tls._pending_writes:
                 return "writes are still queued on the other thread's loop"
-            if tls.state is not TlsState.NEGOTIATED:
-                return "its TLS handshake has not finished"
+            if tls.state is TlsState.FAILED or tls._callbacks:
+                return "its TLS handshake failed or another thread waits for it"
             return None
 
         why = busy_elsewhere()
@@ -188,10 +196,13 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             raise LoopThreadError(
                 f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
                 f"(loop of thread {owner._owner})")
-        tcp = self._rp_build(current_io_loop(), TlsHandler.take_over(tls), old)
+        new_tls = TlsHandler.take_over(tls)
+        tcp = self._rp_build(current_io_loop(), new_tls, old)
         old._state = _TCP_CLOSED  # the abandoned stream refuses use; its channel is dropped
         if not owner.closed:
             owner.post(sh.socket.unsubscribe_readable)
+        tcp.channel.trigger_read()  # the old reader may have stopped mid-handshake: read on
+        new_tls.resume()
         return tcp
 
     def _rp_pending(self) -> int:
@@ -479,7 +490,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     def _rp_detach_channel(self) -> None:
         tcp = self._rp_tcp
-        if tcp is not None and not tcp.closed and not tcp._loop.is_loop_thread():
+        if tcp is not None and not tcp.closed and tcp._loop is not _hub_io_loop():
             try:
                 tcp = self._rp_move_here(tcp)
             except LoopThreadError:
@@ -502,7 +513,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         self._checkClosed()
         tcp = self._rp_tcp
         if tcp is not None and how in (_socket.SHUT_WR, _socket.SHUT_RDWR) and tcp.isopen \
-                and tcp._loop.is_loop_thread():
+                and tcp._loop is _hub_io_loop():
             # Another thread's writes are flushed by that thread (sendall waits for them).
             try:
                 tcp.flush()

@@ -209,6 +209,32 @@ assert len(moves) > 0, "no connection crossed threads: the scenario proves nothi
 print("moved", len(moves) > 0)
 session.close()  # the server's keep-alive threads see EOF and end
 
+# Accepted and wrapped in one thread, handshake and I/O in another (no handshake yet).
+lsock = socket.create_server(("127.0.0.1", 0))
+accepted = []
+def acceptor():
+    conn, _ = lsock.accept()
+    accepted.append(sctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False))
+def serve_one():
+    t_acc.join(10)
+    srv = accepted[0]
+    srv.settimeout(10)
+    srv.do_handshake()
+    srv.sendall(srv.recv(100).upper())
+    srv.close()
+t_acc = threading.Thread(target=acceptor)
+t_acc.start()
+raw = socket.create_connection(lsock.getsockname(), timeout=10)
+t_acc.join(10)
+t_srv = threading.Thread(target=serve_one)
+t_srv.start()
+cli = ssl.create_default_context(cafile=ca_path).wrap_socket(raw, server_hostname="localhost")
+cli.sendall(b"ping")
+print("handshake in another thread", cli.recv(100))
+cli.close()
+t_srv.join(10)
+lsock.close()
+
 # A reader blocked in one thread while another thread closes the socket: the read ends.
 ctx = ssl.create_default_context(cafile=ca_path)
 c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
@@ -232,3 +258,4 @@ server.shutdown()
 def test_tls_sockets_cross_real_threads(run_patched):
     out = run_patched(CROSS_THREAD_SCENARIO, "--no-thread", "--no-aggressive", "--no-queue")
     assert "moved True" in out.stdout and "blocked reader ended" in out.stdout
+    assert "handshake in another thread b'PING'" in out.stdout
