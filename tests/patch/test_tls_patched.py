@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-PKI_SERVER = """
-import os, ssl, tempfile, threading, http.server
+# A CA, a "localhost" certificate (cert, key) and the CA file (ca_path), in a temp dir.
+PKI = """
+import os, socket, ssl, tempfile, threading, http.server
 from reseau_patch import pki
 
 d = tempfile.mkdtemp()
@@ -12,7 +13,9 @@ cert, key = ca.issue(["localhost"]).write_pem(d, "server")
 ca_path = os.path.join(d, "ca.pem")
 with open(ca_path, "wb") as f:
     f.write(ca.cert_pem())
+"""
 
+PKI_SERVER = PKI + """
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("secret " + self.path).encode()
@@ -94,16 +97,7 @@ print("ok")
     assert proc.stdout.strip().endswith("ok")
 
 
-SSL_SOCKET_SCENARIO = """
-import os, socket, ssl, tempfile, threading
-from reseau_patch import pki
-
-d = tempfile.mkdtemp()
-ca = pki.make_ca()
-cert, key = ca.issue(["localhost"]).write_pem(d, "server")
-ca_path = os.path.join(d, "ca.pem")
-with open(ca_path, "wb") as f:
-    f.write(ca.cert_pem())
+SSL_SOCKET_SCENARIO = PKI + """
 sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 sctx.load_cert_chain(cert, key)
 sctx.set_alpn_protocols(["h2", "http/1.1"])
