@@ -740,12 +740,16 @@ class EventLoop:
         did = bool(events)
         if events:
             self._dispatch_io(events)
-        # Timers due now run in this tick, after IO, in deadline order.
+        # Timers due now run in this tick, after IO, in deadline order. Only timers armed
+        # before this phase: one a callback arms (a late repeating timer re-armed at "now")
+        # waits for the next tick, as libev runs each timer at most once per iteration.
         if self._timers and self._timers[0].when <= start:
             fired = 0
+            last_seq = self._timer_seq
             # Re-read self._timers every step: a callback's cancel() may compact the heap
             # into a new list, and popping the stale one would corrupt the dead count.
-            while self._timers and self._timers[0].when <= start:
+            while self._timers and self._timers[0].when <= start \
+                    and self._timers[0]._seq <= last_seq:
                 t = heapq.heappop(self._timers)
                 if not t._armed:
                     self._timers_dead -= 1

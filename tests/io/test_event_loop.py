@@ -207,6 +207,21 @@ def test_equal_deadlines_fire_fifo(loop: EventLoop) -> None:
     assert fired == list(range(10))
 
 
+def test_timer_armed_by_a_timer_callback_waits_for_the_next_tick(loop: EventLoop) -> None:
+    # A late repeating timer re-arms at "now"; run in the same tick it would fire again and
+    # again (libev runs a timer at most once per iteration, so break_ after a fire holds).
+    ticks: list[int] = []
+
+    def cb() -> None:
+        ticks.append(loop.stats.ticks)
+        if len(ticks) < 3:
+            loop.call_at(loop.now() - 1.0, cb)  # already due
+
+    loop.call_later(0, cb)
+    loop.run()
+    assert len(ticks) == 3 and len(set(ticks)) == 3, ticks
+
+
 def test_cancelled_timer_never_fires_and_cancel_is_idempotent(loop: EventLoop) -> None:
     fired: list[str] = []
     keep = loop.call_later(0.02, fired.append, "keep")
