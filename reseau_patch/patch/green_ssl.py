@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from gevent import get_hub
+from gevent import sleep as gevent_sleep
 from gevent.monkey import get_original
 
 from ..io.channel import Channel
@@ -40,6 +41,10 @@ _TCP_CONNECTED, _TCP_CLOSED = _TCPState.CONNECTED, _TCPState.CLOSED
 #: Longest wait for the old loop to leave a callback of a connection being handed over.
 _HANDOVER_WAIT = 1.0
 _real_sleep = get_original("time", "sleep")  # releases the GIL without the hub
+
+
+class _Busy(LoopThreadError):
+    """A TLS socket cannot move to this thread yet: another thread's call holds it."""
 
 
 def _hub_io_loop() -> EventLoop | None:
@@ -80,6 +85,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                       fileno=sock.fileno())
         self = cls.__new__(cls, **kwargs)
         GreenSocket.__init__(self, **kwargs)
+        # One entry per read/write/handshake in progress, from any thread (list append and
+        # pop are atomic under the GIL): a channel never moves under another thread's call.
+        self._rp_ops: list[None] = []
         timeout = sock.gettimeout()
         sock.detach()
         self._context = context
@@ -141,7 +149,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         self._sslobj = tls.sslobj  # what stdlib helpers (and users) inspect
         return tcp
 
-    def _rp_channel_tcp(self) -> TCPSocket:
+    def _rp_channel_tcp(self, mine: int = 1) -> TCPSocket:
+        """The TCPSocket, moved to this thread's loop if needed; ``mine`` is how many of the
+        calls in progress are the caller's own (see ``_rp_ops``)."""
         tcp = self._rp_tcp
         if tcp is None:
             if self._closed or self.fileno() < 0:
@@ -149,11 +159,23 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             raise OSError(errno.ENOTCONN, "Socket is not connected")
         if tcp._loop is not _hub_io_loop():
             # Compared by loop, not thread id: a finished thread's id is soon reused.
-            tcp = self._rp_move_here(tcp)
+            tcp = self._rp_move_here(tcp, mine)
         tcp._timeout = self._rp_timeout
         return tcp
 
-    def _rp_move_here(self, old: TCPSocket) -> TCPSocket:
+    def _rp_channel_tcp_when_free(self) -> TCPSocket:
+        """As ``_rp_channel_tcp``, but wait (green, so this thread's loop runs, and within
+        the socket's timeout) while another thread's call holds the channel elsewhere."""
+        deadline = None if self._rp_timeout is None else time.monotonic() + self._rp_timeout
+        while True:
+            try:
+                return self._rp_channel_tcp()
+            except _Busy:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError("The read operation timed out") from None
+                gevent_sleep(0.001)
+
+    def _rp_move_here(self, old: TCPSocket, mine: int) -> TCPSocket:
         """Continue the connection on the calling thread's loop (a pooled connection picked
         up by another thread, a server socket accepted in one thread and served in another).
 
@@ -170,14 +192,16 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         owner = old._loop
 
         def busy_elsewhere() -> str | None:
+            """Why it cannot move now; a reason ending in "(for now)" passes."""
             if old._state is not _TCP_CONNECTED or old._shut_down:
                 return "its channel is shutting down"
-            if old._reader.waiting or old._writer.waiting or old._closer.waiting:
-                return "another thread is blocked on it"
+            if tls.state is TlsState.FAILED:
+                return "its TLS handshake failed"
+            if len(self._rp_ops) > mine or old._reader.waiting or old._writer.waiting \
+                    or old._closer.waiting or tls._callbacks:
+                return "another thread is using it (for now)"
             if old._in_flight or sh.socket._writes or tls._pending_writes:
-                return "writes are still queued on the other thread's loop"
-            if tls.state is TlsState.FAILED or tls._callbacks:
-                return "its TLS handshake failed or another thread waits for it"
+                return "writes are queued on the other thread's loop (for now)"
             return None
 
         why = busy_elsewhere()
@@ -193,9 +217,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 sh.frozen = False
                 tls._frozen = False
         if why is not None:
-            raise LoopThreadError(
-                f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
-                f"(loop of thread {owner._owner})")
+            error = _Busy if why.endswith("(for now)") else LoopThreadError
+            raise error(f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
+                        f"(loop of thread {owner._owner})")
         new_tls = TlsHandler.take_over(tls)
         tcp = self._rp_build(current_io_loop(), new_tls, old)
         old._state = _TCP_CLOSED  # the abandoned stream refuses use; its channel is dropped
@@ -216,7 +240,15 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     # ------------------------------------------------------------------ handshake
     def do_handshake(self, block: bool = False) -> None:
-        tcp = self._rp_channel_tcp()
+        ops = self._rp_ops
+        ops.append(None)
+        try:
+            self._rp_do_handshake(block)
+        finally:
+            ops.pop()
+
+    def _rp_do_handshake(self, block: bool) -> None:
+        tcp = self._rp_channel_tcp_when_free()
         tls = self._rp_tls
         if tls.state is TlsState.NEGOTIATED:
             return
@@ -274,16 +306,23 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002
         if self._rp_tcp is None and self._connected:
             raise ValueError("Read on closed or unwrapped SSL socket.")
-        tcp = self._rp_channel_tcp()
         if buffer is not None:
             view = memoryview(buffer).cast("B")
             n = min(len, view.nbytes) if len else view.nbytes
-            return self._rp_readinto(tcp, view[:n])
+            return self._rp_readinto(view[:n])
         buf = bytearray(len)
-        n = self._rp_readinto(tcp, memoryview(buf))
+        n = self._rp_readinto(memoryview(buf))
         return bytes(buf[:n])
 
-    def _rp_readinto(self, tcp: TCPSocket, view: memoryview) -> int:
+    def _rp_readinto(self, view: memoryview) -> int:
+        ops = self._rp_ops
+        ops.append(None)
+        try:
+            return self._rp_readinto_now(self._rp_channel_tcp_when_free(), view)
+        finally:
+            ops.pop()
+
+    def _rp_readinto_now(self, tcp: TCPSocket, view: memoryview) -> int:
         if not view.nbytes:
             return 0
         if self._rp_timeout == 0.0 and not tcp.pending():
@@ -319,7 +358,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 f"non-zero flags not allowed in calls to recv_into() on {type(self)}")
         view = memoryview(buffer).cast("B")
         n = nbytes or view.nbytes
-        return self._rp_readinto(self._rp_channel_tcp(), view[:n])
+        return self._rp_readinto(view[:n])
 
     def recvfrom(self, buflen: int = 1024, flags: int = 0) -> Any:
         raise ValueError(f"recvfrom not allowed on instances of {type(self)}")
@@ -344,14 +383,14 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def write(self, data: Any) -> int:
         if self._rp_tcp is None and self._connected:
             raise ValueError("Write on closed or unwrapped SSL socket.")
-        return self._rp_channel_tcp().write(data)
+        return self._rp_write(data)
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._rp_tcp is None:
             return GreenSocket.send(self, data, flags)
         if flags:
             raise ValueError(f"non-zero flags not allowed in calls to send() on {type(self)}")
-        return self._rp_channel_tcp().write(data)
+        return self._rp_write(data)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         if self._rp_tcp is None:
@@ -359,7 +398,34 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         if flags:
             raise ValueError(
                 f"non-zero flags not allowed in calls to sendall() on {type(self)}")
-        self._rp_channel_tcp().write(data)
+        self._rp_write(data)
+
+    def _rp_write(self, data: Any) -> int:
+        ops = self._rp_ops
+        ops.append(None)
+        try:
+            try:
+                tcp = self._rp_channel_tcp()
+            except LoopThreadError:
+                # Another thread is in a call on this socket (full duplex: it reads, we
+                # write): the write runs on that thread's loop, which runs while it waits.
+                return self._rp_write_via_owner(data)
+            return tcp.write(data)
+        finally:
+            ops.pop()
+
+    def _rp_write_via_owner(self, data: Any) -> int:
+        tcp = self._rp_tcp
+        owner, here = tcp._loop, current_io_loop()
+        payload = bytes(data)  # ours: the caller may reuse its buffer once we return
+        parker = Parker(self, "write")
+        owner.post(tcp.write_from_loop, payload, lambda err: here.post(parker.wake, err))
+        result = parker.park(here, self._rp_timeout)
+        if result is TIMED_OUT:
+            raise TimeoutError("The write operation timed out")  # the stdlib ssl message
+        if result is not None:
+            raise result
+        return len(payload)
 
     def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
         raise ValueError(f"sendto not allowed on instances of {type(self)}")
@@ -452,7 +518,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         """
         if self._rp_tcp is None:
             raise ValueError("No SSL wrapper around " + str(self))
-        tcp = self._rp_channel_tcp()
+        tcp = self._rp_channel_tcp(mine=0)
         tls = self._rp_tls
         tcp.flush()
         self._rp_abort_channel()
@@ -492,7 +558,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         tcp = self._rp_tcp
         if tcp is not None and not tcp.closed and tcp._loop is not _hub_io_loop():
             try:
-                tcp = self._rp_move_here(tcp)
+                tcp = self._rp_move_here(tcp, 0)
             except LoopThreadError:
                 # In use on its own thread (a reader blocked there): that loop aborts the
                 # channel, so the reader wakes with an error instead of waiting on a

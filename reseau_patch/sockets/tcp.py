@@ -42,6 +42,7 @@ import enum
 import errno
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direction
@@ -512,6 +513,43 @@ class TCPSocket(ChannelHandler):
             raise os_error(errno.EPIPE, "write after closewrite()")
         if self._shut_down or self.slot is None:
             raise os_error(errno.EPIPE, "connection is shut down")
+
+    def write_from_loop(self, data: bytes,
+                        on_done: Callable[[BaseException | None], Any]) -> None:
+        """Queue all of ``data`` from a callback on this socket's loop, never parking (no
+        high-water wait: the caller waits for ``on_done`` before writing more, which bounds
+        what is in flight). ``on_done(err)`` runs once, after the last byte reached the
+        kernel or the write failed. For a write another thread hands to this loop."""
+        try:
+            self._check_write()
+        except OSError as exc:
+            on_done(exc)
+            return
+        view = memoryview(data)
+        total, off = len(view), 0
+        if not total:
+            on_done(None)
+            return
+        slot = self.slot
+        while off < total:
+            msg = slot.acquire_message(total - off)
+            n = msg.fill(view[off:])
+            off += n
+            self._in_flight += n
+            if off < total:
+                msg.on_completion = functools.partial(self._on_written, n)
+            else:
+                def last(err: BaseException | None, n: int = n) -> None:
+                    self._on_written(n, err)
+                    on_done(err)
+                msg.on_completion = last
+            try:
+                slot.send_message(msg, Direction.WRITE)
+            except BaseException as exc:  # noqa: BLE001 - reported through on_done
+                self._in_flight -= n
+                msg.release()
+                on_done(exc)
+                return
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Queue all of ``data``; returns its length. Parks while too much is in flight."""

@@ -186,9 +186,9 @@ from reseau_patch.patch.green_ssl import ReseauSSLSocket
 
 moves = []
 orig_move = ReseauSSLSocket._rp_move_here
-def counting_move(self, old):
+def counting_move(self, *args):
     moves.append(1)
-    return orig_move(self, old)
+    return orig_move(self, *args)
 ReseauSSLSocket._rp_move_here = counting_move
 
 # A pooled HTTPS connection is picked up by whichever real thread asks next, and the server
@@ -245,6 +245,41 @@ c.close()
 t.join(10)
 assert not t.is_alive() and result, result
 print("blocked reader ended")
+
+# Full duplex across threads: one thread blocked reading, another writing the same socket.
+echo_l = socket.create_server(("127.0.0.1", 0))
+def echo_server():
+    conn, _ = echo_l.accept()
+    s = sctx.wrap_socket(conn, server_side=True)
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        s.sendall(data)
+    s.close()
+te = threading.Thread(target=echo_server)
+te.start()
+c = ctx.wrap_socket(socket.create_connection(echo_l.getsockname(), timeout=20),
+                    server_hostname="localhost")
+payload = os.urandom(1 << 20)
+got = bytearray()
+def read_all():
+    while len(got) < len(payload):
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        got.extend(chunk)
+tr = threading.Thread(target=read_all)
+tr.start()
+time.sleep(0.2)  # the reader is parked in recv on its own thread's loop
+for i in range(0, len(payload), 100_000):
+    c.sendall(payload[i:i + 100_000])
+tr.join(20)
+assert bytes(got) == payload, (len(got), len(payload))
+c.close()
+te.join(10)
+echo_l.close()
+print("full duplex ok")
 server.shutdown()
 """
 
@@ -253,3 +288,4 @@ def test_tls_sockets_cross_real_threads(run_patched):
     out = run_patched(CROSS_THREAD_SCENARIO, "--no-thread", "--no-aggressive", "--no-queue")
     assert "moved True" in out.stdout and "blocked reader ended" in out.stdout
     assert "handshake in another thread b'PING'" in out.stdout
+    assert "full duplex ok" in out.stdout
