@@ -25,7 +25,7 @@ from gevent import get_hub
 from gevent import sleep as gevent_sleep
 from gevent.monkey import get_original
 
-from ..io.channel import Channel
+from ..io.channel import Channel, ChannelState
 from ..io.event_loop import EventLoop, LoopThreadError
 from ..io.socket import Socket as IoSocket
 from ..io.socket_handler import SocketHandler
@@ -180,7 +180,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         up by another thread, a server socket accepted in one thread and served in another).
 
         Only a quiet connection moves: no reader, writer or handshake waiting on it, every
-        write on the wire. The old loop is not asked (its thread may be blocked anywhere):
+        write on the wire (else :class:`_Busy`); one whose channel already shut down raises
+        the error it ended with. The old loop is not asked (its thread may be blocked anywhere):
         its handlers are frozen from here, a callback already running is waited for, and
         the SSL object, its buffered ciphertext and the unread plaintext move to a new
         channel. The old loop only learns to drop its read watcher.
@@ -193,7 +194,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
         def busy_elsewhere() -> str | None:
             """Why it cannot move now; a reason ending in "(for now)" passes."""
-            if old._state is not _TCP_CONNECTED or old._shut_down:
+            if old._state is not _TCP_CONNECTED or old._shut_down \
+                    or ch.state is not ChannelState.ACTIVE:
                 return "its channel is shutting down"
             if tls.state is TlsState.FAILED:
                 return "its TLS handshake failed"
@@ -217,8 +219,12 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 sh.frozen = False
                 tls._frozen = False
         if why is not None:
-            error = _Busy if why.endswith("(for now)") else LoopThreadError
-            raise error(f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
+            if not why.endswith("(for now)"):
+                # The connection is over: report how it ended, as the stdlib's call would,
+                # without waiting on a loop whose thread may never run again.
+                raise old._write_error or old._read_error or tls.error or OSError(
+                    errno.EPIPE, f"Broken pipe ({why})")
+            raise _Busy(f"{self!r} cannot move to thread {threading.get_ident()}: {why} "
                         f"(loop of thread {owner._owner})")
         new_tls = TlsHandler.take_over(tls)
         tcp = self._rp_build(current_io_loop(), new_tls, old)
@@ -406,7 +412,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         try:
             try:
                 tcp = self._rp_channel_tcp()
-            except LoopThreadError:
+            except _Busy:
                 # Another thread is in a call on this socket (full duplex: it reads, we
                 # write): the write runs on that thread's loop, which runs while it waits.
                 return self._rp_write_via_owner(data)
@@ -559,7 +565,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         if tcp is not None and not tcp.closed and tcp._loop is not _hub_io_loop():
             try:
                 tcp = self._rp_move_here(tcp, 0)
-            except LoopThreadError:
+            except (LoopThreadError, OSError):
                 # In use on its own thread (a reader blocked there): that loop aborts the
                 # channel, so the reader wakes with an error instead of waiting on a
                 # closed fd. Nothing more is sent.

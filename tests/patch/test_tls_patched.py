@@ -280,6 +280,45 @@ c.close()
 te.join(10)
 echo_l.close()
 print("full duplex ok")
+
+# A connection that ended on another thread's loop (peer reset, seen there) fails at once
+# when used from here, with the error it ended with, even with no timeout set.
+import struct
+rst_l = socket.create_server(("127.0.0.1", 0))
+def resetter():
+    conn, _ = rst_l.accept()
+    s = sctx.wrap_socket(conn, server_side=True)
+    s.recv(10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+tz = threading.Thread(target=resetter)
+tz.start()
+c = ctx.wrap_socket(socket.create_connection(rst_l.getsockname()), server_hostname="localhost")
+ended, release = [], threading.Event()  # a real Event: threading is not patched here
+def use_until_reset():
+    c.sendall(b"go")
+    try:
+        ended.append(c.recv(10))
+    except OSError as e:
+        ended.append(type(e).__name__)
+    release.wait(20)  # blocked outside its hub: its loop will not run for us
+tu = threading.Thread(target=use_until_reset)
+tu.start()
+tz.join(10)
+deadline = time.monotonic() + 10
+while not ended and time.monotonic() < deadline:
+    time.sleep(0.01)
+assert ended, "the reset never reached the reading thread"
+t0 = time.monotonic()
+try:
+    c.sendall(b"more")
+    c.sendall(b"more")
+except OSError as e:
+    print("after reset", type(e).__name__, time.monotonic() - t0 < 5)
+release.set()
+tu.join(10)
+c.close()
+rst_l.close()
 server.shutdown()
 """
 
@@ -289,3 +328,4 @@ def test_tls_sockets_cross_real_threads(run_patched):
     assert "moved True" in out.stdout and "blocked reader ended" in out.stdout
     assert "handshake in another thread b'PING'" in out.stdout
     assert "full duplex ok" in out.stdout
+    assert "after reset ConnectionResetError True" in out.stdout, out.stdout
