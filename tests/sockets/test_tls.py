@@ -413,6 +413,24 @@ class ManualTls:
                 self._more()
 
 
+def _pipelining_starttls_peer(accept, certs) -> None:
+    """The peer of the STARTTLS tests: answers "OK\\n" and its ClientHello in one segment,
+    then exchanges one line each way over TLS."""
+    p = accept()
+    assert p.readline() == b"STARTTLS\n"
+    cctx = ssl.create_default_context(cafile=certs.ca)
+    m = ManualTls(p, cctx, server_hostname="localhost")
+    try:
+        m.obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    p.write(b"OK\n" + m.pending_output())  # one segment: reply + ClientHello
+    m.handshake()
+    m.write(b"after upgrade\n")
+    assert m.read(100) == b"echo after upgrade\n"
+    p.close()
+
+
 def test_starttls_peer_pipelines_tls_bytes_behind_plaintext_reply(run, certs):
     """The peer answers our STARTTLS with "OK\\n" and its ClientHello in the same write;
     our reader has both buffered when it upgrades (as TLS server)."""
@@ -420,21 +438,7 @@ def test_starttls_peer_pipelines_tls_bytes_behind_plaintext_reply(run, certs):
         srv = S.listen(0)
         port = srv.getsockname()[1]
 
-        def peer(p):
-            assert p.readline() == b"STARTTLS\n"
-            cctx = ssl.create_default_context(cafile=certs.ca)
-            m = ManualTls(p, cctx, server_hostname="localhost")
-            try:
-                m.obj.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            p.write(b"OK\n" + m.pending_output())  # one segment: reply + ClientHello
-            m.handshake()
-            m.write(b"after upgrade\n")
-            assert m.read(100) == b"echo after upgrade\n"
-            p.close()
-
-        g = gevent.spawn(lambda: peer(srv.accept()))
+        g = gevent.spawn(_pipelining_starttls_peer, srv.accept, certs)
         c = S.connect("127.0.0.1", port)
         c.settimeout(5)
         c.write(b"STARTTLS\n")
@@ -460,21 +464,7 @@ def test_starttls_after_direct_read_with_tls_bytes_still_in_the_kernel(run, cert
         srv = S.listen(0)
         port = srv.getsockname()[1]
 
-        def peer(p):
-            assert p.readline() == b"STARTTLS\n"
-            cctx = ssl.create_default_context(cafile=certs.ca)
-            m = ManualTls(p, cctx, server_hostname="localhost")
-            try:
-                m.obj.do_handshake()
-            except ssl.SSLWantReadError:
-                pass
-            p.write(b"OK\n" + m.pending_output())  # one segment: reply + ClientHello
-            m.handshake()
-            m.write(b"after upgrade\n")
-            assert m.read(100) == b"echo after upgrade\n"
-            p.close()
-
-        g = gevent.spawn(lambda: peer(srv.accept()))
+        g = gevent.spawn(_pipelining_starttls_peer, srv.accept, certs)
         c = S.connect("127.0.0.1", port)
         c.settimeout(5)
         assert c._direct
