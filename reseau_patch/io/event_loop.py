@@ -48,6 +48,7 @@ __all__ = [
     "LoopStats",
     "LoopThreadError",
     "TimerHandle",
+    "os_lock",
 ]
 
 MINPRI = -2
@@ -73,6 +74,15 @@ def _unpatched(module: str, name: str, current: Any) -> Any:
 
 _get_ident = _unpatched("_thread", "get_ident", _thread.get_ident)
 _allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
+
+
+def os_lock() -> Any:
+    """A lock that blocks the OS thread even when gevent has patched ``threading``.
+
+    For state shared between threads and held only for a few dict operations, never
+    across a greenlet switch (a green lock's Python-level ``acquire`` costs more than the
+    work it guards on a cache hit)."""
+    return _allocate_lock()
 
 
 def _minus_priority(ready: tuple[IOWatcher, int]) -> int:
