@@ -299,6 +299,10 @@ class EventLoop:
         self._fds: dict[int, _FdEntry] = {}
         self._io_priorities = False
         self._hooks: dict[str, list[Hook]] = {"prepare": [], "check": [], "idle": []}
+        # The same lists, without a dict lookup per tick.
+        self._prepare_hooks = self._hooks["prepare"]
+        self._check_hooks = self._hooks["check"]
+        self._idle_hooks = self._hooks["idle"]
         self._refs = 0
         self._did_work = False
         self.stats = LoopStats()
@@ -723,7 +727,7 @@ class EventLoop:
         self._stopping = True
 
     def _poll_timeout(self, block: bool) -> float:
-        if not block or self._queued or self._hooks["idle"] or self._stopping:
+        if not block or self._queued or self._idle_hooks or self._stopping:
             return 0.0
         timers = self._timers
         while timers and not timers[0]._armed:
@@ -735,21 +739,23 @@ class EventLoop:
 
     def _tick(self, block: bool) -> None:
         stats = self.stats
-        hooks = self._hooks
-        if hooks["prepare"]:
-            for h in list(hooks["prepare"]):
+        if self._prepare_hooks:
+            for h in list(self._prepare_hooks):
                 if h.active:
                     self._call(h.callback, ())
         events = self._poller.poll(self._poll_timeout(block))
         start = self._now = _monotonic()
         stats.ticks += 1
-        if hooks["check"]:
-            for h in list(hooks["check"]):
+        if self._check_hooks:
+            for h in list(self._check_hooks):
                 if h.active:
                     self._call(h.callback, ())
         did = bool(events)
         if events:
-            self._dispatch_io(events)
+            if len(events) == 1:
+                self._dispatch_one(*events[0])
+            else:
+                self._dispatch_io(events)
         # Timers due now run in this tick, after IO, in deadline order. Only timers armed
         # before this phase: one a callback arms (a late repeating timer re-armed at "now")
         # waits for the next tick, as libev runs each timer at most once per iteration.
@@ -774,8 +780,8 @@ class EventLoop:
         if self._queued:
             did = True
             self._run_snapshot()
-        if not did and hooks["idle"]:
-            for h in list(hooks["idle"]):
+        if not did and self._idle_hooks:
+            for h in list(self._idle_hooks):
                 if h.active:
                     self._call(h.callback, ())
         lat = _monotonic() - start
@@ -783,6 +789,21 @@ class EventLoop:
         stats.tick_latency_total += lat
         if lat > stats.tick_latency_max:
             stats.tick_latency_max = lat
+
+    def _dispatch_one(self, fd: int, bits: int) -> None:
+        """The common tick: one ready fd. Same order and rules as :meth:`_dispatch_io`."""
+        entry = self._fds.get(fd)
+        if entry is None or len(entry.watchers) != 1 or fd == self._wake_r:
+            self._dispatch_io([(fd, bits)])
+            return
+        self.stats.io_events += 1
+        w = entry.watchers[0]
+        if w.events & bits:
+            fn = w.callback
+            try:
+                fn(bits & (w.events | ERROR))
+            except BaseException as exc:  # noqa: BLE001 - routed to handle_error
+                self.handle_error(fn, type(exc), exc, exc.__traceback__)
 
     def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
         fds = self._fds

@@ -4,16 +4,23 @@ Contract: :class:`FdWaits` belongs to one patched socket. ``wait(fd, events, dea
 parks the calling greenlet on *its own thread's* io loop (so a socket handed to another
 thread keeps working there: a quiet socket holds no loop state anywhere). ``cancel_all()``
 may be called from any thread: each waiter's own loop wakes it with ``OSError(EBADF)``.
+
+Hot path (every EAGAIN of every patched socket): the io watcher's and the timer's
+callbacks run in the hub greenlet and switch straight to the parked greenlet, as gevent's
+own waits do; only ``cancel_all`` queues its wake-up (it may run outside the hub).
 """
 
 from __future__ import annotations
 
 import errno
 import threading
-import time
+
+from gevent import getcurrent
+from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Waiter
 
 from ..io.event_loop import READ, WRITE, EventLoop, IOWatcher
-from ..sockets.parking import TIMED_OUT, Parker, current_io_loop
+from ..sockets.parking import TIMED_OUT, current_io_loop
 
 __all__ = ["CLOSED", "FdWaits", "READ", "WRITE", "timed_out"]
 
@@ -26,11 +33,11 @@ def timed_out() -> TimeoutError:
 
 
 class _Wait:
-    __slots__ = ("loop", "parker")
+    __slots__ = ("loop", "waiter")
 
-    def __init__(self, loop: EventLoop, parker: Parker) -> None:
+    def __init__(self, loop: EventLoop, waiter: Waiter) -> None:
         self.loop = loop
-        self.parker = parker
+        self.waiter = waiter
 
 
 class FdWaits:
@@ -44,25 +51,43 @@ class FdWaits:
         self._lock = threading.Lock()
 
     def wait(self, fd: int, events: int, deadline: float | None) -> None:
-        """Park until ``fd`` is ready for ``events``; raise on timeout or close."""
-        loop = current_io_loop()
-        what = "read from" if events == READ else "write to"
-        parker = Parker(self.owner, what)
-        w = _Wait(loop, parker)
+        """Park until ``fd`` is ready for ``events``; raise on timeout or close.
+
+        ``deadline`` is on the ``time.monotonic()`` clock (the loop's clock)."""
+        hub = get_hub_if_exists()
+        loop = getattr(hub.loop, "io_loop", None) if hub is not None else None
+        if loop is None:
+            loop = current_io_loop()  # no hub yet, or another loop: select ours or explain
+            hub = get_hub_if_exists()
+        if getcurrent() is hub:
+            what = "read from" if events == READ else "write to"
+            raise RuntimeError(f"cannot block to {what} {self.owner!r} inside the hub "
+                               "(a loop callback)")
+        waiter = Waiter(hub)
+        w = _Wait(loop, waiter)
         with self._lock:
             if events in self._waits:
                 from gevent.exceptions import ConcurrentObjectUseError
 
+                what = "read from" if events == READ else "write to"
                 raise ConcurrentObjectUseError(
                     f"another greenlet is already waiting to {what} {self.owner!r}")
             self._waits[events] = w
         watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
+        timer = None
         try:
-            watcher.start(parker.wake)
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            result = parker.park(loop, timeout)
+            watcher.start(waiter.switch)  # in the hub: resumes us with the revents
+            if deadline is not None:
+                timer = loop.call_at(deadline, waiter.switch, TIMED_OUT)
+            loop.ref()  # a parked greenlet keeps its hub's loop running
+            try:
+                result = waiter.get()
+            finally:
+                loop.unref()
         finally:
             watcher.stop()
+            if timer is not None:
+                timer.cancel()
             with self._lock:
                 if self._waits.get(events) is w:
                     del self._waits[events]
@@ -77,11 +102,13 @@ class FdWaits:
             waits = list(self._waits.values())
             self._waits.clear()
         for w in waits:
+            # Queued, not switched: the caller may be a greenlet, and only the hub may
+            # switch a Waiter. A waiter that woke meanwhile ignores the late value.
             if w.loop.is_loop_thread():
-                w.parker.wake(CLOSED)
+                w.loop.call_soon(w.waiter.switch, CLOSED)
             else:
                 try:
-                    w.loop.post(w.parker.wake, CLOSED)
+                    w.loop.post(w.waiter.switch, CLOSED)
                 except RuntimeError:
                     pass  # that loop is gone, and its waiter with it
 
