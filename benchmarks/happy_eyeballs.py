@@ -103,7 +103,7 @@ def _in_order(timeout: float) -> Callable[[int], Any]:
 
 
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
-    reps = 1 if quick else 3
+    reps = 1 if quick else 2
     timeout = 0.3 if quick else STDLIB_TIMEOUT
     if impl == "asyncio":
         from .impls import run_async

@@ -183,6 +183,11 @@ def machine() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                "reseau_patch", "benchmarks"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"  # numbers from uncommitted code: say so
     except (OSError, subprocess.TimeoutExpired):
         pass
     return {"python": platform.python_version(), "platform": platform.platform(),

@@ -77,7 +77,7 @@ def _measure(url: str, verify: Any, clients: int, total: int, warmup: int) -> fl
 
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     tls = part == "https"
-    one, many = (20, 64) if quick else (1_500, 3_200)
+    one, many = (20, 64) if quick else (800, 1_600)
     warmup = 2 if quick else 20
     with peer("http", tls=tls) as (port, ca):
         url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
