@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .harness import HERE, load, load_saved, run_all, save
+from .harness import HERE, load, load_saved, missing, run_all, save
 from .registry import WORKLOADS
 
 DEFAULT_ROUNDS = 3
@@ -48,11 +48,16 @@ def main_args(args: argparse.Namespace, command: str) -> int:
     if args.list:
         for name in WORKLOADS:
             w = load(name)
-            print(f"{name:16} {w.title}  [baseline {w.baseline}; {', '.join(w.impls)}]")
+            why = missing(name)
+            print(f"{name:16} {w.title}  [baseline {w.baseline}; {', '.join(w.impls)}]"
+                  + (f"  (not available: {why})" if why else ""))
         return 0
-    names = args.names or list(WORKLOADS)
-    for n in names:
+    for n in args.names:
         load(n)  # unknown names and broken modules fail before anything runs
+        why = missing(n)
+        if why:
+            raise SystemExit(f"workload {n} is not available: {why}")
+    names = args.names or [n for n in WORKLOADS if load(n) and not missing(n)]
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else DEFAULT_ROUNDS)
     if rounds < 1:
         raise SystemExit(f"--rounds must be >= 1, got {rounds}")

@@ -16,15 +16,20 @@ import time
 def run_child(workload: str, impl: str, quick: bool, part: str) -> int:
     """Patch as ``impl`` says, import the workload, run it, print one JSON line."""
     from benchmarks import impls
-    from benchmarks.registry import WORKLOADS
+    from benchmarks.registry import PATCHES_ITSELF, WORKLOADS
 
-    impls.prepare(impl)  # before the workload module (and what it imports) is loaded
+    # Before the workload module (and what it imports) is loaded. A workload whose run()
+    # patches by itself, or whose implementations are other processes (names only in its
+    # LABELS), gets nothing patched here.
+    if impl in impls.IMPLS and workload not in PATCHES_ITSELF:
+        impls.prepare(impl)
     mod = importlib.import_module(WORKLOADS[workload])
     t0 = time.perf_counter()
     out = mod.run(impl, quick, part)
     note = out.pop("note", "")
     values = {k: float(v) for k, v in out.items()}
-    print(json.dumps({"values": values, "note": note, "info": impls.describe(impl),
+    info = impls.describe(impl) if impl in impls.IMPLS else {}
+    print(json.dumps({"values": values, "note": note, "info": info,
                       "seconds": time.perf_counter() - t0}), flush=True)
     return 0
 

@@ -15,6 +15,7 @@ median of rounds; ratios are median/median against the table's ``BASELINE``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -89,6 +90,22 @@ class Workload:
         return [i for i in self.impls if narrowed is None or i in narrowed]
 
 
+def label(mod: ModuleType, impl: str) -> str:
+    """How a table names ``impl``: the workload's own LABELS first, then impls.IMPLS."""
+    own = getattr(mod, "LABELS", {})
+    return own[impl] if impl in own else IMPLS[impl].label
+
+
+def missing(name: str) -> str | None:
+    """Why workload ``name`` cannot run in this checkout (its REQUIRES module is not
+    here, e.g. a workload folded in before the file it wraps), or None."""
+    mod = importlib.import_module(WORKLOADS[name])
+    need = getattr(mod, "REQUIRES", None)
+    if need and importlib.util.find_spec(need) is None:
+        return f"needs {need}, which is not in this checkout"
+    return None
+
+
 def load(name: str) -> Workload:
     if name not in WORKLOADS:
         raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
@@ -97,8 +114,9 @@ def load(name: str) -> Workload:
         if not hasattr(mod, attr):
             raise SystemExit(f"workload {name} ({mod.__file__}) has no {attr}")
     for impl in mod.IMPLS:
-        if impl not in IMPLS:
-            raise SystemExit(f"workload {name}: unknown implementation {impl!r}")
+        if impl not in IMPLS and impl not in getattr(mod, "LABELS", {}):
+            raise SystemExit(f"workload {name}: unknown implementation {impl!r} (not in "
+                             "impls.IMPLS and not in the workload's LABELS)")
     if mod.BASELINE not in mod.IMPLS:
         raise SystemExit(f"workload {name}: baseline {mod.BASELINE!r} is not in IMPLS")
     return Workload(name, mod)
@@ -107,7 +125,8 @@ def load(name: str) -> Workload:
 # ---------------------------------------------------------------------------- children
 def _child_env(impl: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
-    env.update(IMPLS[impl].env)
+    if impl in IMPLS:
+        env.update(IMPLS[impl].env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -227,7 +246,8 @@ def aggregate(workload: Workload, samples: dict[str, list[dict[str, Any]]]) -> d
         targets.append({"metric": key, "op": op, "limit": limit, "what": what,
                         "ratio": ratio, "met": met})
     return {"name": workload.name, "title": workload.title, "baseline": workload.baseline,
-            "subject": workload.subject, "impls": {i: IMPLS[i].label for i in workload.impls},
+            "subject": workload.subject,
+            "impls": {i: label(workload.module, i) for i in workload.impls},
             "metrics": {k: vars(m) for k, m in workload.metrics.items()},
             "headline": list(getattr(workload.module, "HEADLINE", ())),
             "notes": getattr(workload.module, "NOTES", ""),

@@ -12,4 +12,9 @@ WORKLOADS: dict[str, str] = {
     "happy_eyeballs": "benchmarks.happy_eyeballs",
     "io_echo": "benchmarks.io_echo",
     "sockets_echo": "benchmarks.sockets_api",
+    "tls": "benchmarks.tls_bench",
+    "wsgi": "benchmarks.wsgi_bench",
 }
+#: Workloads whose run() patches by itself (or drives servers in other processes): the
+#: child starts them with the implementation's environment but patches nothing first.
+PATCHES_ITSELF: set[str] = {"tls", "wsgi"}
