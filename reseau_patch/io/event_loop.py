@@ -194,13 +194,43 @@ class IOWatcher:
         which may have been closed and reused since the loop last registered it.
         """
         self.callback = callback
-        if not self.active:
-            self.loop._io_start(self, rearm)
+        if self.active:
+            return
+        loop = self.loop
+        entry = loop._fds.get(self.fd)
+        # Fast path (every gevent wait on a socket): the watcher that parked this fd
+        # restarts with the same mask, so the kernel registration is still right.
+        if entry is not None and entry.parked_by is self and not rearm \
+                and entry.mask == self.events and not entry.watchers \
+                and _get_ident() == loop._owner and not loop._closed:
+            loop._parked.discard(self.fd)
+            entry.parked_by = None
+            entry.watchers.append(self)
+            self.active = True
+            if self.ref:
+                loop._refs += 1
+            if self.priority:
+                loop._io_priorities = True
+            return
+        loop._io_start(self, rearm)
 
     def stop(self) -> None:
         """Stop watching (loop-only); idempotent."""
         if self.active:
-            self.loop._io_stop(self)
+            loop = self.loop
+            entry = loop._fds.get(self.fd)
+            # Fast path: the fd's only watcher stops on a lazy loop: park the fd.
+            if entry is not None and loop._lazy and entry.mask and \
+                    len(entry.watchers) == 1 and entry.watchers[0] is self and \
+                    _get_ident() == loop._owner:
+                self.active = False
+                if self.ref:
+                    loop._refs -= 1
+                entry.watchers.clear()
+                loop._parked.add(self.fd)
+                entry.parked_by = self
+            else:
+                loop._io_stop(self)
         self.callback = None
 
     def set_events(self, events: int) -> None:
@@ -711,10 +741,12 @@ class EventLoop:
             if forever or self.alive() or nowait:
                 self._tick(block=not nowait)
             return
+        tick = self._tick
         while not self._stopping:
-            if not forever and not self.alive():
+            # alive(), inlined: this test runs once per tick.
+            if not forever and self._refs <= 0 and not self._queued and not self._posted:
                 break
-            self._tick(block=True)
+            tick(True)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current tick (any thread)."""
@@ -743,7 +775,11 @@ class EventLoop:
             for h in list(self._prepare_hooks):
                 if h.active:
                     self._call(h.callback, ())
-        events = self._poller.poll(self._poll_timeout(block))
+        if not block or self._queued or self._idle_hooks or self._stopping:
+            timeout = 0.0  # _poll_timeout's first rule, without the call
+        else:
+            timeout = self._poll_timeout(True)
+        events = self._poller.poll(timeout)
         start = self._now = _monotonic()
         stats.ticks += 1
         if self._check_hooks:
