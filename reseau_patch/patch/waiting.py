@@ -42,11 +42,16 @@ class _Wait:
 class FdWaits:
     """The waits currently parked on one socket's fd, by direction."""
 
-    __slots__ = ("owner", "_waits", "_lock")
+    __slots__ = ("owner", "_waits", "_lock", "_watchers")
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
         self._waits: dict[int, _Wait] = {}
+        # The last io watcher per direction, reused while the fd and the thread's loop are
+        # the same: restarting the watcher that parked the fd costs no epoll_ctl (a new
+        # watcher object must re-arm: the number may have been reused). Stopped, it holds
+        # no callback; the loop keeps at most a parked kernel registration, as before.
+        self._watchers: dict[int, IOWatcher] = {}
         # An OS lock (held for a dict operation, never across a switch): a patched
         # threading.Lock costs ~180 bytes per socket and a Python-level acquire.
         self._lock = os_lock()
@@ -74,7 +79,10 @@ class FdWaits:
                 raise ConcurrentObjectUseError(
                     f"another greenlet is already waiting to {what} {self.owner!r}")
             self._waits[events] = w
-        watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
+        watcher = self._watchers.get(events)
+        if watcher is None or watcher.loop is not loop or watcher.fd != fd or watcher.active:
+            watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
+            self._watchers[events] = watcher
         timer = None
         try:
             watcher.start(waiter.switch)  # in the hub: resumes us with the revents

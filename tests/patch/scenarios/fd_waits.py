@@ -60,3 +60,17 @@ with gevent.Timeout(30):
     gevent.sleep(0)
     assert loop_state() == before, (loop_state(), before)
 print("ok")
+
+# Many waits on one socket reuse one io watcher: the loop's registration for the fd is
+# kept across waits (no epoll_ctl each time) and nothing is left when the socket closes.
+e, f = socket.socketpair()
+with gevent.Timeout(30):
+    for _ in range(50):
+        reader = gevent.spawn(e.recv, 1)
+        gevent.sleep(0)
+        f.sendall(b"y")
+        assert reader.get() == b"y"
+    e.close()
+    f.close()
+    assert loop_state() == before, (loop_state(), before)
+print("ok")
