@@ -85,22 +85,44 @@ def workload_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _gevent_column(wl: dict[str, Any]) -> str | None:
+    """The implementation a headline compares against: gevent as users run it."""
+    for name in ("gevent", "libev-cext"):
+        if name in wl["impls"]:
+            return name
+    return wl["baseline"]
+
+
+def _cell(wl: dict[str, Any], impl: str | None, key: str) -> dict[str, Any] | None:
+    return wl["rows"].get(impl, {}).get("metrics", {}).get(key) if impl else None
+
+
 def headline(docs: list[dict[str, Any]]) -> list[str]:
-    """The README-ready table: each workload's HEADLINE metrics, subject vs baseline."""
-    lines = ["| workload | baseline | baseline value | reseau_patch | ratio |",
-             "|---|---|---:|---:|---:|"]
+    """The README-ready table: each workload's HEADLINE metrics, stdlib | gevent | reseau,
+    ratio reseau/gevent (same unit as the row: ↑ higher is better, ↓ lower is better)
+    and the workload's target for that row, if it has one."""
+    lines = ["| workload | plain stdlib | gevent | reseau_patch | reseau / gevent | target |",
+             "|---|---:|---:|---:|---:|---|"]
     for doc in docs:
         wl = doc["workload"]
-        base, subj = wl["baseline"], wl["subject"]
+        gev, subj = _gevent_column(wl), wl["subject"]
+        targets = {t["metric"]: t for t in wl["targets"]}
         for key in wl["headline"]:
             metric = wl["metrics"][key]
-            b = wl["rows"].get(base, {}).get("metrics", {}).get(key)
-            s = wl["rows"].get(subj, {}).get("metrics", {}).get(key)
-            if b is None or s is None:
+            s, g, r = (_cell(wl, impl, key) for impl in ("stdlib", gev, subj))
+            if r is None:
                 continue
-            better = "higher is better" if metric["higher_is_better"] else "lower is better"
-            lines.append(f"| {metric['title']} ({metric['unit']}, {better}) | {base} | "
-                         f"{_fmt(b['median'])} | {_fmt(s['median'])} | {_ratio(s)} |")
+            ratio = f"{r['median'] / g['median']:.2f}×" if g and g["median"] else "—"
+            t = targets.get(key)
+            verdict = ""
+            if t is not None:
+                state = "—" if t["met"] is None else ("met" if t["met"] else "**missed**")
+                verdict = f"{t['op']} {t['limit']}× {wl['baseline']}: {state}"
+            arrow = "↑" if metric["higher_is_better"] else "↓"
+            cells = [_fmt(x["median"]) if x else "—" for x in (s, g, r)]
+            gname = "" if gev == "gevent" else f" ({gev})"
+            lines.append(f"| {metric['title']}, {metric['unit']} {arrow}{gname} | "
+                         + " | ".join(cells) + f" | {ratio} | {verdict} |")
     return lines
 
 
