@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .impls import CONTROLLED_ENV, IMPLS
+from .impls import CONTROLLED_ENV, IMPLS, unavailable
 from .registry import WORKLOADS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,6 +221,7 @@ def aggregate(workload: Workload, samples: dict[str, list[dict[str, Any]]]) -> d
         runs = samples.get(impl, [])
         ok = [r for r in runs if "error" not in r]
         entry: dict[str, Any] = {"errors": [r["error"] for r in runs if "error" in r],
+                                 "skipped": unavailable(impl) or "",
                                  "notes": sorted({r["note"] for r in ok if r.get("note")}),
                                  "info": ok[-1]["info"] if ok else {}, "metrics": {}}
         for key, metric in workload.metrics.items():
@@ -263,8 +264,8 @@ def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[st
             if r >= w.rounds(rounds):
                 continue
             for part in w.parts:
-                impls = w.impls_for(part)
-                shift = r % len(impls)
+                impls = [i for i in w.impls_for(part) if not unavailable(i)]
+                shift = r % len(impls) if impls else 0
                 for impl in impls[shift:] + impls[:shift]:
                     plan.append((r, w, part, impl))
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

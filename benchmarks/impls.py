@@ -29,6 +29,8 @@ class Impl:
     patch: str = ""
     #: Runs an asyncio loop of this kind ("asyncio" or "uvloop"), else "".
     aio: str = ""
+    #: A module that must be importable (an optional package); skipped without it.
+    requires: str = ""
 
 
 IMPLS: dict[str, Impl] = {
@@ -39,7 +41,7 @@ IMPLS: dict[str, Impl] = {
     # The io/ channel pipeline driven directly (callbacks, no gevent).
     "reseau-io": Impl("reseau_patch.io channels"),
     "asyncio": Impl("asyncio", aio="asyncio"),
-    "uvloop": Impl("asyncio + uvloop", aio="uvloop"),
+    "uvloop": Impl("asyncio + uvloop", aio="uvloop", requires="uvloop"),
     # gevent's hub on a given loop, nothing patched (loop micro-benchmarks).
     "reseau-loop": Impl("gevent hub on ReseauLoop", {"GEVENT_LOOP": RESEAU_LOOP,
                                                      "GEVENT_RESOLVER": RESEAU_RESOLVER}),
@@ -53,6 +55,16 @@ IMPLS: dict[str, Impl] = {
 }
 #: Variables the harness clears in a child unless its Impl sets them.
 CONTROLLED_ENV = ("GEVENT_LOOP", "GEVENT_RESOLVER")
+
+
+def unavailable(name: str) -> str | None:
+    """Why implementation ``name`` cannot run here (a package not installed), or None."""
+    import importlib.util
+
+    impl = IMPLS.get(name)
+    if impl is not None and impl.requires and importlib.util.find_spec(impl.requires) is None:
+        return f"{impl.requires} is not installed (pip install -e '.[bench]')"
+    return None
 
 
 def prepare(name: str) -> Impl:

@@ -67,7 +67,8 @@ def workload_table(doc: dict[str, Any]) -> list[str]:
     lines.append("")
     for impl, label in wl["impls"].items():
         row = wl["rows"].get(impl, {})
-        extra = "; ".join(row.get("notes", []))
+        extra = "; ".join(row.get("notes", []) + ([f"skipped: {row['skipped']}"]
+                                                    if row.get("skipped") else []))
         errs = "; ".join(row.get("errors", []))
         lines.append(f"- **{impl}**: {label}{' — ' + extra if extra else ''}"
                      f"{' — ERRORS: ' + errs if errs else ''}")
@@ -143,8 +144,14 @@ def write_markdown(docs: list[dict[str, Any]], path: Path, command: str) -> None
 
 
 def write_plots(docs: list[dict[str, Any]], out: Path) -> list[Path]:
-    """One bar chart per workload: every implementation's ratio to the baseline, per metric."""
-    import matplotlib
+    """One bar chart per workload: every implementation's ratio to the baseline, per metric.
+
+    Needs matplotlib (the ``bench`` extra); without it no plot is drawn (returns [])."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install -e '.[bench]')")
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
