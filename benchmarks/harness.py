@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,19 @@ def missing(name: str) -> str | None:
     need = getattr(mod, "REQUIRES", None)
     if need and importlib.util.find_spec(need) is None:
         return f"needs {need}, which is not in this checkout"
+    for command in getattr(mod, "REQUIRES_COMMANDS", ()):
+        if shutil.which(command) is None:
+            return f"needs the {command} command (apt-get install {command})"
     return None
+
+
+def impl_missing(mod: ModuleType, impl: str) -> str | None:
+    """Why ``impl`` cannot run here: its package (impls.IMPLS ``requires``, or the
+    workload's ``IMPL_REQUIRES``) is not installed; None when it can."""
+    need = getattr(mod, "IMPL_REQUIRES", {}).get(impl)
+    if need and importlib.util.find_spec(need) is None:
+        return f"{need} is not installed"
+    return unavailable(impl)
 
 
 def load(name: str) -> Workload:
@@ -221,7 +234,7 @@ def aggregate(workload: Workload, samples: dict[str, list[dict[str, Any]]]) -> d
         runs = samples.get(impl, [])
         ok = [r for r in runs if "error" not in r]
         entry: dict[str, Any] = {"errors": [r["error"] for r in runs if "error" in r],
-                                 "skipped": unavailable(impl) or "",
+                                 "skipped": impl_missing(workload.module, impl) or "",
                                  "notes": sorted({r["note"] for r in ok if r.get("note")}),
                                  "info": ok[-1]["info"] if ok else {}, "metrics": {}}
         for key, metric in workload.metrics.items():
@@ -264,7 +277,7 @@ def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[st
             if r >= w.rounds(rounds):
                 continue
             for part in w.parts:
-                impls = [i for i in w.impls_for(part) if not unavailable(i)]
+                impls = [i for i in w.impls_for(part) if not impl_missing(w.module, i)]
                 shift = r % len(impls) if impls else 0
                 for impl in impls[shift:] + impls[:shift]:
                     plan.append((r, w, part, impl))

@@ -9,12 +9,13 @@ the checkout (``REQUIRES``).
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from .harness import Metric
 
 REQUIRES = "benchmarks.wsgi_servers"
+REQUIRES_COMMANDS = ("wrk",)
+IMPL_REQUIRES = {"gunicorn-gevent": "gunicorn", "uvicorn-asgi": "uvicorn"}
 TITLE = "WSGI hello world under wrk (1 worker, 50 connections)"
 BASELINE = "gevent-pywsgi"
 IMPLS = ("reseau", "gevent-pywsgi", "gunicorn-gevent", "uvicorn-asgi")
@@ -32,8 +33,6 @@ TIMEOUT = 120
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     from . import wsgi_servers as ws
 
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk)")
     res = ws.workload(impl, "hello", 50, 1, 1.0 if quick else 4.0)
     if res.get("errors"):
         raise RuntimeError(f"wrk saw {res['errors']} errors")
