@@ -317,9 +317,12 @@ def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[st
 
 
 def save(doc: dict[str, Any], out: Path) -> list[Path]:
-    """One file per workload (so a later run of other names keeps these) + the whole run."""
+    """One file per workload (so a later run of other names keeps these) + the whole run
+    (replacing the previous whole-run file)."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    for old in out.glob("run-*.json"):
+        old.unlink()  # the latest whole run only; git keeps the history
     stamp = doc["started"].replace(":", "").replace("-", "")
     whole = out / f"run-{stamp}.json"
     whole.write_text(json.dumps(doc, indent=1) + "\n")
