@@ -31,14 +31,6 @@ def timed_out() -> TimeoutError:
     return TimeoutError("timed out")
 
 
-class _Wait:
-    __slots__ = ("loop", "waiter")
-
-    def __init__(self, loop: EventLoop, waiter: Waiter) -> None:
-        self.loop = loop
-        self.waiter = waiter
-
-
 class FdWaits:
     """The waits currently parked on one socket's fd, by direction."""
 
@@ -52,7 +44,7 @@ class FdWaits:
         # parked the fd costs no epoll_ctl (a new watcher object must re-arm: the number
         # may have been reused). Stopped, it holds no callback; the loop keeps at most a
         # parked kernel registration, as before.
-        self._waits: list[_Wait | None] = [None, None]
+        self._waits: list[Waiter | None] = [None, None]  # (its hub's loop wakes it)
         self._watchers: list[IOWatcher | None] = [None, None]
         # An OS lock (held for a dict operation, never across a switch): a patched
         # threading.Lock costs ~180 bytes per socket and a Python-level acquire.
@@ -72,7 +64,6 @@ class FdWaits:
             raise RuntimeError(f"cannot block to {what} {self.owner!r} inside the hub "
                                "(a loop callback)")
         waiter = Waiter(hub)
-        w = _Wait(loop, waiter)
         slot = events - 1  # READ or WRITE, never both
         with self._lock:
             if self._waits[slot] is not None:
@@ -81,7 +72,7 @@ class FdWaits:
                 what = "read from" if events == READ else "write to"
                 raise ConcurrentObjectUseError(
                     f"another greenlet is already waiting to {what} {self.owner!r}")
-            self._waits[slot] = w
+            self._waits[slot] = waiter
         watcher = self._watchers[slot]
         if watcher is None or watcher.loop is not loop or watcher.fd != fd or watcher.active:
             watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
@@ -101,7 +92,7 @@ class FdWaits:
             if timer is not None:
                 timer.cancel()
             with self._lock:
-                if self._waits[slot] is w:
+                if self._waits[slot] is waiter:
                     self._waits[slot] = None
         if result is TIMED_OUT:
             raise timed_out()
@@ -113,14 +104,15 @@ class FdWaits:
         with self._lock:
             waits = [w for w in self._waits if w is not None]
             self._waits[:] = [None, None]
-        for w in waits:
+        for waiter in waits:
             # Queued, not switched: the caller may be a greenlet, and only the hub may
             # switch a Waiter. A waiter that woke meanwhile ignores the late value.
-            if w.loop.is_loop_thread():
-                w.loop.call_soon(w.waiter.switch, CLOSED)
+            loop: EventLoop = waiter.hub.loop.io_loop
+            if loop.is_loop_thread():
+                loop.call_soon(waiter.switch, CLOSED)
             else:
                 try:
-                    w.loop.post(w.waiter.switch, CLOSED)
+                    loop.post(waiter.switch, CLOSED)
                 except RuntimeError:
                     pass  # that loop is gone, and its waiter with it
 
