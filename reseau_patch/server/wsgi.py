@@ -291,10 +291,10 @@ class _Connection:
         idle = server._idle
         while not requests or not requests[0].headers_done:
             if parser.stopped or server.closed:
-                if parser.error and not requests:
-                    self._simple_response(parser.error)
-                elif requests and requests[0].headers_done:
+                if requests and requests[0].headers_done:
                     break
+                if parser.error:
+                    self._simple_response(parser.error)
                 return None
             if deadline is None and not parser.partial:
                 g = self.greenlet
