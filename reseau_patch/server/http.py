@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections import deque
 
-import httptools
+try:
+    import httptools
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise ImportError("reseau_patch.server needs httptools: pip install "
+                      "'reseau_patch[server]'") from exc
 
 __all__ = ["Request", "RequestParser", "Limits"]
 
