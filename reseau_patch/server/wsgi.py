@@ -239,19 +239,17 @@ class _Input:
 class _Connection:
     """One client connection: the state machine in the module docstring."""
 
-    __slots__ = ("server", "sock", "parser", "base", "greenlet", "keep")
+    __slots__ = ("server", "sock", "parser", "remote", "greenlet", "keep")
 
     def __init__(self, server: WSGIServer, sock: TCPSocket, address: Any) -> None:
         self.server = server
         self.sock = sock
         self.parser = RequestParser(server.limits)
-        base = server.base_environ.copy()
+        # Per-connection environ keys only (an idle connection holds no environ copy).
         if isinstance(address, tuple):
-            base["REMOTE_ADDR"] = address[0]
-            base["REMOTE_PORT"] = str(address[1])
+            self.remote = (address[0], str(address[1]))
         else:
-            base["REMOTE_ADDR"] = address or ""
-        self.base = base
+            self.remote = (address or "", "")
         self.greenlet = gevent.getcurrent()
         self.keep = True
 
@@ -311,7 +309,7 @@ class _Connection:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     log.info("closing %s: headers not complete within %.3g s",
-                             self.base.get("REMOTE_ADDR"), server.header_timeout)
+                             self.remote[0], server.header_timeout)
                     return None
                 data = self._read(remaining)
             parser.feed(data)
@@ -347,7 +345,8 @@ class _Connection:
             return
 
     def _environ(self, req: Request) -> dict[str, Any]:
-        env = self.base.copy()
+        env = self.server.base_environ.copy()
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
         url = req.url
         if url[:1] != b"/" and b"://" in url:
             rest = url.split(b"://", 1)[1]

@@ -252,3 +252,39 @@ def test_content_length_from_app_is_honoured(run, wsgi_server, client_factory):
             assert "transfer-encoding" not in headers
 
     run(body)
+
+
+def test_the_stdlib_wsgi_validator_finds_nothing(run, wsgi_server, client_factory, recwarn):
+    """``wsgiref.validate`` checks the server's side of PEP 3333 (environ types and keys,
+    wsgi.input/errors signatures, start_response use) on every call."""
+    import warnings
+    from wsgiref.validate import validator
+
+    def inner(environ, start_response):
+        inp = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            body = inp.read(int(length))  # the validator insists on read(size)
+        else:
+            body = b"".join(iter(inp.readline, b""))  # chunked: no length known
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    app = validator(inner)
+    srv = wsgi_server(app)
+
+    def body():
+        c = client_factory(srv.server_port)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a WSGIWarning inside the app answers 500
+            for method, payload, headers in (
+                    ("GET", b"", []), ("POST", b"line one\nline two", []),
+                    ("POST", b"chunked\nbody", [("Transfer-Encoding", "chunked")]),
+                    ("HEAD", b"", [])):
+                status, _, got = c.request(method, "/v?q=1", headers=headers, body=payload)
+                assert status == 200, (method, headers)
+                assert got == (b"" if method == "HEAD" else payload)
+
+    run(body)
+    assert not [w for w in recwarn.list if "wsgiref" in str(w.filename)]
