@@ -519,7 +519,8 @@ class _Response:
         conn = self.conn
         server = conn.server
         http11 = req.version == "1.1"
-        keep = req.keep_alive and server.keepalive and conn.keep and not server.closed
+        keep = (self.keep and req.keep_alive and server.keepalive and conn.keep
+                and not server.closed)
         parts = ["HTTP/1.1 ", self.status, "\r\n"]
         for name, value in self.headers:
             parts += (name, ": ", value, "\r\n")
@@ -552,8 +553,12 @@ class _Response:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError(f"the application must yield bytes, got {type(body).__name__}")
         n = len(body)
-        if self.content_length is not None and self.content_length != n:
-            self.keep = False
+        cl = self.content_length
+        if cl is not None and cl != n:
+            self.keep = False  # the declared framing is wrong: close after this response
+            if n > cl:
+                log.warning("application sent more than its Content-Length; truncated")
+                body, n = body[:cl], cl
         head = self._head(n)
         if self.head_only or self.no_body:
             self._send(head)

@@ -288,3 +288,28 @@ def test_the_stdlib_wsgi_validator_finds_nothing(run, wsgi_server, client_factor
 
     run(body)
     assert not [w for w in recwarn.list if "wsgiref" in str(w.filename)]
+
+
+def test_body_longer_than_declared_content_length_is_cut_and_connection_closed(
+        run, wsgi_server):
+    from reseau_patch import sockets
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"abcdef"]
+
+    srv = wsgi_server(app)
+
+    def body():
+        sock = sockets.connect(srv.server_port, timeout=10)
+        sock.settimeout(10)
+        try:
+            sock.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while data := sock.readavailable():
+                got += data
+            assert got.endswith(b"\r\n\r\nabc")  # never more than declared; then closed
+        finally:
+            sock.close()
+
+    run(body)
