@@ -9,7 +9,8 @@ is full), ``--keep-alive`` (idle timeout between requests; 0 closes after each r
 ``--timeout`` (heartbeat at least every ``min(1, timeout/2)`` s), ``--max-requests``
 (+ jitter: the worker stops accepting after that many responses and exits gracefully),
 ``--graceful-timeout`` (SIGTERM: stop accepting, end idle keep-alive connections, let
-in-flight requests finish for that long), certfile/keyfile (TLS through our engine).
+in-flight requests finish for that long), certfile/keyfile (TLS through our engine),
+``--access-logfile``/``--access-logformat``, ``--limit-request-line``/``-fields``.
 
 Nothing here imports gevent at module level: the arbiter imports this class before it
 forks, and must stay unpatched.
@@ -61,6 +62,17 @@ class Worker(_BaseWorker):
             self.alive = False
             self._wakeup.set()
 
+    def _access(self, environ: dict, status: str, headers: list, length: int,
+                seconds: float) -> None:
+        """gunicorn's access log (``--access-logfile``, ``--access-logformat``)."""
+        from datetime import timedelta
+        from types import SimpleNamespace
+
+        resp = SimpleNamespace(status=status, headers=headers, sent=length)
+        req_headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items()
+                       if k.startswith("HTTP_")]
+        self.log.access(resp, req_headers, environ, timedelta(seconds=seconds))
+
     def _heartbeat(self) -> float:
         return max(0.05, min(1.0, self.cfg.timeout / 2.0)) if self.cfg.timeout else 1.0
 
@@ -93,7 +105,9 @@ class Worker(_BaseWorker):
                                 idle_timeout=keepalive if keepalive > 0 else 1.0,
                                 max_headers=self.cfg.limit_request_fields or 100,
                                 max_url_size=self.cfg.limit_request_line or 16384,
-                                on_request=self._request_done, **ssl_kw)
+                                on_request=self._request_done,
+                                access_log=self._access if self.log.access_log_enabled
+                                else None, **ssl_kw)
             servers.append(server)
         return servers
 

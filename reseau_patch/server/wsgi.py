@@ -95,7 +95,8 @@ class WSGIServer(StreamServer):
     first byte to end of headers), ``body_timeout`` (s, per body read),
     ``max_header_size``/``max_headers``/``max_url_size`` (431/414), ``max_body_size``
     (413; None: unlimited), ``on_request`` (called after each response, e.g. gunicorn's
-    ``--max-requests`` count), ``access_log`` (``fn(environ, status, length)``). The rest
+    ``--max-requests`` count), ``access_log`` (``fn(environ, status, response_headers,
+    body_length, seconds)`` after each response). The rest
     goes to :class:`StreamServer` (``spawn``, ``backlog``, TLS).
     """
 
@@ -107,7 +108,7 @@ class WSGIServer(StreamServer):
                  max_headers: int = 100, max_url_size: int = 16384,
                  max_body_size: int | None = None,
                  on_request: Callable[[], Any] | None = None,
-                 access_log: Callable[[dict, str, int], Any] | None = None,
+                 access_log: Callable[[dict, str, list, int, float], Any] | None = None,
                  **kw: Any) -> None:
         super().__init__(listener, backlog=backlog, spawn=spawn, **kw)
         if not callable(application):
@@ -377,6 +378,7 @@ class _Connection:
     def _run(self, req: Request) -> bool:
         """Run the app for ``req`` and send its response; whether to keep the connection."""
         server = self.server
+        started = time.monotonic() if server.access_log is not None else 0.0
         env = self._environ(req)
         resp = _Response(self, req)
         result = None
@@ -417,7 +419,8 @@ class _Connection:
                 except Exception:
                     log.exception("WSGI result close() failed")
         if server.access_log is not None:
-            server.access_log(env, resp.status, resp.length)
+            server.access_log(env, resp.status, resp.headers, resp.length,
+                              time.monotonic() - started)
         if not (resp.keep and self.keep and req.keep_alive and server.keepalive):
             return False
         return self._finish_body(req)

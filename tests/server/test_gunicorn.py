@@ -195,7 +195,7 @@ def test_worker_connections_caps_concurrency(run, gunicorn, client_factory):
 
 
 def test_keep_alive_setting_closes_idle_connections(run, gunicorn, client_factory):
-    g = gunicorn("-w", "1", "--keep-alive", "1")
+    g = gunicorn("-w", "1", "--keep-alive", "1", "--access-logfile", "-")
 
     def body():
         g.wait_workers(1)
@@ -206,6 +206,7 @@ def test_keep_alive_setting_closes_idle_connections(run, gunicorn, client_factor
         assert c.read_until_close() == b""  # then closed by the server after 1 s idle
 
     run(body, timeout=110)
+    assert '"GET / HTTP/1.1" 200 ' in g.output()  # gunicorn's access log format
 
 
 def test_timeout_heartbeat_keeps_idle_workers_and_replaces_a_blocked_one(
