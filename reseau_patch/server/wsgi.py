@@ -245,7 +245,7 @@ class _Connection:
     def __init__(self, server: WSGIServer, sock: TCPSocket, address: Any) -> None:
         self.server = server
         self.sock = sock
-        self.parser = RequestParser(server.limits)
+        self.parser: RequestParser | None = None  # only while a request is in progress
         # Per-connection environ keys only (an idle connection holds no environ copy).
         if isinstance(address, tuple):
             self.remote = (address[0], str(address[1]))
@@ -284,11 +284,24 @@ class _Connection:
 
     def _next_request(self) -> Request | None:
         """The next request whose headers are complete, or None to close."""
-        parser = self.parser
         server = self.server
-        requests = parser.requests
+        parser = self.parser
         deadline = None
-        idle = server._idle
+        if parser is None:
+            # IDLE: wait for a first byte holding no parser (memory per idle connection).
+            if server.closed:
+                return None
+            g = self.greenlet
+            idle = server._idle
+            idle.add(g)
+            try:
+                data = self._read(server.idle_timeout)
+            finally:
+                idle.discard(g)
+            deadline = time.monotonic() + server.header_timeout
+            parser = self.parser = RequestParser(server.limits)
+            parser.feed(data)
+        requests = parser.requests
         while not requests or not requests[0].headers_done:
             if parser.stopped or server.closed:
                 if requests and requests[0].headers_done:
@@ -296,24 +309,14 @@ class _Connection:
                 if parser.error:
                     self._simple_response(parser.error)
                 return None
-            if deadline is None and not parser.partial:
-                g = self.greenlet
-                idle.add(g)
-                try:
-                    data = self._read(server.idle_timeout)
-                finally:
-                    idle.discard(g)
+            if deadline is None:
                 deadline = time.monotonic() + server.header_timeout
-            else:
-                if deadline is None:
-                    deadline = time.monotonic() + server.header_timeout
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    log.info("closing %s: headers not complete within %.3g s",
-                             self.remote[0], server.header_timeout)
-                    return None
-                data = self._read(remaining)
-            parser.feed(data)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.info("closing %s: headers not complete within %.3g s",
+                         self.remote[0], server.header_timeout)
+                return None
+            parser.feed(self._read(remaining))
         return requests[0]
 
     # ---------------------------------------------------------------- serving
@@ -330,7 +333,10 @@ class _Connection:
                     return
                 if not self._run(req):
                     return
-                self.parser.requests.popleft()
+                parser = self.parser
+                parser.requests.popleft()
+                if not parser.requests and not parser.partial and not parser.stopped:
+                    self.parser = None  # between messages: the next request gets a new one
                 if self.server.on_request is not None:
                     self.server.on_request()
                 if self.server.closed:
