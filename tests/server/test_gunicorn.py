@@ -225,3 +225,47 @@ def test_timeout_heartbeat_keeps_idle_workers_and_replaces_a_blocked_one(
         _wait_for(lambda: _served(client_factory, g.port), START_BOUND, "serving again")
 
     run(body, timeout=115)
+
+
+def test_tls_certfile_keyfile_through_our_engine(run, gunicorn, tmp_path):
+    import ssl
+
+    import trustme
+
+    from reseau_patch import sockets
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    g = gunicorn("-w", "1", "--certfile", str(cert), "--keyfile", str(key))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+
+    def https_get() -> bytes:
+        sock = sockets.connect("127.0.0.1", g.port, ssl_context=ctx, timeout=10)
+        sock.settimeout(10)
+        try:
+            sock.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while data := sock.readavailable():
+                got += data
+            return got
+        finally:
+            sock.close()
+
+    def body():
+        (pid,) = g.wait_workers(1)
+        got = _wait_for(lambda: _try(https_get), START_BOUND, "serving TLS")
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert got.endswith(str(pid).encode())
+
+    run(body, timeout=110)
+
+
+def _try(fn):
+    try:
+        return fn()
+    except OSError:
+        return None
