@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RequestTooLarge", "StreamServer", "WSGIServer"]
+__all__ = ["RequestTooLarge", "SocketAdapter", "StreamServer", "WSGIServer"]
 
-_WHERE = {"StreamServer": ".stream", "WSGIServer": ".wsgi", "RequestTooLarge": ".wsgi"}
+_WHERE = {"StreamServer": ".stream", "WSGIServer": ".wsgi", "RequestTooLarge": ".wsgi",
+          "SocketAdapter": ".socket_adapter"}
 
 
 def __getattr__(name: str) -> Any:

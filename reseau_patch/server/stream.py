@@ -52,7 +52,9 @@ class StreamServer:
     :class:`gevent.pool.Pool` of that size: accepting waits while it is full), a pool or
     group, or ``None`` (handle inline in the accept greenlet). TLS: ``ssl_context=`` (used
     unchanged), or ``certfile``/``keyfile``/``ca_certs`` (gevent's ``ssl_args`` names) with
-    optional ``alpn_protocols``. ``backlog`` defaults to 511.
+    optional ``alpn_protocols``. ``backlog`` defaults to 511. ``wrap``: applied to each
+    ``TCPSocket`` before ``handle`` sees it — ``wrap=SocketAdapter`` gives handlers written
+    for gevent the stdlib socket methods (``recv``, ``sendall``, ``makefile``, ...).
     """
 
     backlog = 511
@@ -63,7 +65,8 @@ class StreamServer:
                  ssl_context: ssl.SSLContext | None = None, certfile: str | None = None,
                  keyfile: str | None = None, ca_certs: str | None = None,
                  alpn_protocols: Sequence[str] | None = None,
-                 read_buffer_capacity: int | None = None) -> None:
+                 read_buffer_capacity: int | None = None,
+                 wrap: Callable[[TCPSocket], Any] | None = None) -> None:
         if handle is not None:
             self.handle = handle  # type: ignore[method-assign]
         if backlog is not None:
@@ -95,6 +98,9 @@ class StreamServer:
             self._adopt = None
         if self._server is None and self._adopt is None:
             _check_address(listener)
+        if wrap is not None and not callable(wrap):
+            raise TypeError(f"wrap must be callable, got {wrap!r}")
+        self.wrap = wrap
         self.pool, self._spawn = _make_spawn(spawn)
         self._handlers: set[Greenlet] = set()
         self._acceptor: Greenlet | None = None
@@ -240,7 +246,7 @@ class StreamServer:
                     address = (str(address[0]), address[1])
             except OSError:
                 address = None
-            self.handle(sock, address)
+            self.handle(sock if self.wrap is None else self.wrap(sock), address)
         except gevent.GreenletExit:
             pass
         except Exception:

@@ -182,3 +182,46 @@ def test_emfile_on_accept_backs_off_and_recovers():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ok"] == 10, result
     assert result["emfile_logged"], result
+
+
+def test_wrap_socket_adapter_runs_a_gevent_style_handler(run):
+    from reseau_patch.server import SocketAdapter
+
+    def gevent_style(sock, address):
+        # What gevent's docs show: recv/sendall, and a makefile-based line protocol.
+        assert sock.getpeername() == address
+        sock.sendall(b"hello " + sock.recv(5) + b"\n")
+        f = sock.makefile("rwb")
+        for line in f:
+            if line.strip() == b"quit":
+                f.write(b"bye\n")
+                f.flush()
+                break
+            f.write(line.upper())
+            f.flush()
+        f.close()
+        buf = bytearray(4)
+        sock.settimeout(5)
+        n = sock.recv_into(buf)
+        sock.sendall(bytes(buf[:n]) + b"!")
+        sock.shutdown(2)
+
+    def body():
+        with StreamServer(("127.0.0.1", 0), gevent_style, wrap=SocketAdapter) as srv:
+            c = sockets.connect(srv.server_port, timeout=10)
+            c.settimeout(10)
+            c.write(b"world")
+            assert c.readline() == b"hello world\n"
+            c.write(b"abc\ndef\n")
+            assert c.readline() == b"ABC\n"
+            assert c.readline() == b"DEF\n"
+            c.write(b"quit\n")
+            assert c.readline() == b"bye\n"
+            c.write(b"last")  # after the file: a buffered reader would have eaten it
+            assert c.read() == b"last!"  # then EOF: shutdown(SHUT_RDWR) half-closed us
+            c.close()
+
+    run(body)
+
+    with pytest.raises(TypeError, match="42"):
+        StreamServer(("127.0.0.1", 0), echo, wrap=42)
