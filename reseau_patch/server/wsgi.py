@@ -10,7 +10,8 @@ Per connection one greenlet runs :class:`_Connection` through these states::
   byte; ``stop()`` kills connections in this state at once.
 * ``HEADERS`` must complete within ``header_timeout`` of that first byte, whatever the pace
   (a client sending one byte a second is closed when it runs out).
-* ``APP`` runs the application; each body read waits at most ``body_timeout``. A body the
+* ``APP`` runs the application; each body read and response write waits at most
+  ``body_timeout`` (a client that stops reading is dropped after that). A body the
   app did not read is drained (up to :data:`MAX_DRAIN`) to keep the connection, else the
   connection closes. ``Expect: 100-continue`` is answered at the first ``wsgi.input`` read.
 
@@ -385,6 +386,9 @@ class _Connection:
         """Run the app for ``req`` and send its response; whether to keep the connection."""
         server = self.server
         started = time.monotonic() if server.access_log is not None else 0.0
+        # Body reads and response writes: each blocking call gets body_timeout (not what
+        # the header phase left over, which may be almost nothing).
+        self.sock.settimeout(server.body_timeout)
         env = self._environ(req)
         resp = _Response(self, req)
         result = None

@@ -443,3 +443,35 @@ def test_bad_arguments_raise_like_the_stdlib(wsgi_server):
         WSGIServer(("127.0.0.1", 0), echo_app, max_headers=0)
     with pytest.raises(TypeError, match="object"):
         WSGIServer(object(), echo_app)
+
+
+def test_client_that_never_reads_a_big_response_is_dropped_after_body_timeout(
+        run, wsgi_server):
+    done = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def body():
+            try:
+                for _ in range(4096):  # 256 MiB if anyone read it
+                    yield b"z" * 65536
+            finally:
+                done.append(True)
+        return body()
+
+    srv = wsgi_server(app, body_timeout=0.5, header_timeout=60)
+
+    def body():
+        sock = sockets.connect(srv.server_port, timeout=10, read_buffer_capacity=65536)
+        try:
+            sock.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = gevent.Timeout(20)
+            with deadline:
+                while not done:
+                    gevent.sleep(0.05)
+            assert srv.active_connections == 0  # the server gave up on this client
+        finally:
+            sock.close()
+
+    run(body)
