@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RequestTooLarge", "SocketAdapter", "StreamServer", "WSGIServer"]
+__all__ = ["BadRequestBody", "RequestTooLarge", "SocketAdapter", "StreamServer", "WSGIServer"]
 
 _WHERE = {"StreamServer": ".stream", "WSGIServer": ".wsgi", "RequestTooLarge": ".wsgi",
+          "BadRequestBody": ".wsgi",
           "SocketAdapter": ".socket_adapter"}
 
 

@@ -37,7 +37,7 @@ from ..sockets.parking import current_io_loop
 from .http import Limits, Request, RequestParser
 from .stream import StreamServer
 
-__all__ = ["WSGIServer", "RequestTooLarge"]
+__all__ = ["BadRequestBody", "RequestTooLarge", "WSGIServer"]
 
 log = logging.getLogger("reseau_patch.server")
 
@@ -56,6 +56,10 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
 
 class RequestTooLarge(Exception):
     """Raised by ``wsgi.input`` reads when the body passes ``max_body_size`` (answers 413)."""
+
+
+class BadRequestBody(ValueError):
+    """Raised by ``wsgi.input`` reads when the body's framing is broken (answers 400)."""
 
 
 class _ClientGone(Exception):
@@ -167,18 +171,24 @@ class _Input:
         self._conn = conn
         self._req = req
 
+    def _check(self) -> None:
+        error = self._req.error
+        if error == 413:
+            raise RequestTooLarge(f"request body larger than "
+                                  f"{self._conn.server.limits.max_body_size} bytes")
+        if error:
+            raise BadRequestBody("malformed request body (chunk framing)")
+
     def _fill(self) -> bool:
         """Get more body bytes; False at the end of the body."""
         req = self._req
-        if req.error == 413:
-            raise RequestTooLarge(f"request body larger than "
-                                  f"{self._conn.server.limits.max_body_size} bytes")
+        if req.error:
+            self._check()
         if req.complete:
             return False
         self._conn.read_body_more(req)
-        if req.error == 413:
-            raise RequestTooLarge(f"request body larger than "
-                                  f"{self._conn.server.limits.max_body_size} bytes")
+        if req.error:
+            self._check()
         return True
 
     def _take(self, n: int) -> bytes:
@@ -404,10 +414,9 @@ class _Connection:
                 resp.finish()
         except _ClientGone:
             raise
-        except RequestTooLarge:
-            if resp.sent_headers:
-                return False
-            self._simple_response(413)
+        except (RequestTooLarge, BadRequestBody) as exc:
+            if not resp.sent_headers:
+                self._simple_response(413 if isinstance(exc, RequestTooLarge) else 400)
             return False
         except OSError as exc:
             if resp.sent_headers:

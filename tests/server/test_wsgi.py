@@ -475,3 +475,37 @@ def test_client_that_never_reads_a_big_response_is_dropped_after_body_timeout(
             sock.close()
 
     run(body)
+
+
+def test_broken_chunk_framing_answers_400_and_the_app_sees_an_error(run, wsgi_server):
+    from reseau_patch.server import BadRequestBody
+
+    raised = []
+
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read()
+        except BadRequestBody as exc:
+            raised.append(exc)
+            raise
+        start_response("200 OK", [])
+        return [b"unreachable"]
+
+    srv = wsgi_server(app)
+
+    def body():
+        sock = sockets.connect(srv.server_port, timeout=10)
+        sock.settimeout(10)
+        try:
+            sock.write(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            gevent.sleep(0.05)  # the app starts reading before the bad chunk arrives
+            sock.write(b"5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n")
+            got = b""
+            while data := sock.readavailable():
+                got += data
+            assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        finally:
+            sock.close()
+
+    run(body)
+    assert len(raised) == 1
