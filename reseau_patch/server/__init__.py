@@ -11,8 +11,8 @@ from typing import Any
 
 __all__ = ["BadRequestBody", "RequestTooLarge", "SocketAdapter", "StreamServer", "WSGIServer"]
 
-_WHERE = {"StreamServer": ".stream", "WSGIServer": ".wsgi", "RequestTooLarge": ".wsgi",
-          "BadRequestBody": ".wsgi",
+_WHERE = {"StreamServer": ".stream", "WSGIServer": ".wsgi", "RequestTooLarge": ".body",
+          "BadRequestBody": ".body",
           "SocketAdapter": ".socket_adapter"}
 
 

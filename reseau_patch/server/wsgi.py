@@ -26,7 +26,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -34,7 +33,9 @@ import gevent
 
 from ..sockets import TCPSocket
 from ..sockets.parking import current_io_loop
+from .body import BadRequestBody, RequestBody, RequestTooLarge
 from .http import Limits, Request, RequestParser
+from .response import ClientGone, Response, http_date
 from .stream import StreamServer
 
 __all__ = ["BadRequestBody", "RequestTooLarge", "WSGIServer"]
@@ -43,38 +44,10 @@ log = logging.getLogger("reseau_patch.server")
 
 #: Unread request body the server reads and discards to keep a connection alive.
 MAX_DRAIN = 1 << 20
-#: Responses up to this size go out in one write together with the header block.
-_COALESCE = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
             414: "URI Too Long", 431: "Request Header Fields Too Large",
             500: "Internal Server Error"}
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
-                         "proxy-authorization", "te", "trailers", "transfer-encoding",
-                         "upgrade"})
-
-
-class RequestTooLarge(Exception):
-    """Raised by ``wsgi.input`` reads when the body passes ``max_body_size`` (answers 413)."""
-
-
-class BadRequestBody(ValueError):
-    """Raised by ``wsgi.input`` reads when the body's framing is broken (answers 400)."""
-
-
-class _ClientGone(Exception):
-    """The client closed or broke the connection, or a read timed out: stop serving it."""
-
-
-_date_cache = [0, b""]
-
-
-def _date() -> bytes:
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
-    return _date_cache[1]
 
 
 _env_names: dict[bytes, str | None] = {b"content-type": "CONTENT_TYPE",
@@ -162,92 +135,6 @@ class WSGIServer(StreamServer):
         _Connection(self, sock, address).serve()
 
 
-class _Input:
-    """``wsgi.input``: the request body, read on demand from the connection."""
-
-    __slots__ = ("_conn", "_req")
-
-    def __init__(self, conn: _Connection, req: Request) -> None:
-        self._conn = conn
-        self._req = req
-
-    def _check(self) -> None:
-        error = self._req.error
-        if error == 413:
-            raise RequestTooLarge(f"request body larger than "
-                                  f"{self._conn.server.limits.max_body_size} bytes")
-        if error:
-            raise BadRequestBody("malformed request body (chunk framing)")
-
-    def _fill(self) -> bool:
-        """Get more body bytes; False at the end of the body."""
-        req = self._req
-        if req.error:
-            self._check()
-        if req.complete:
-            return False
-        self._conn.read_body_more(req)
-        if req.error:
-            self._check()
-        return True
-
-    def _take(self, n: int) -> bytes:
-        req = self._req
-        pos = req.body_pos
-        out = bytes(req.body[pos:pos + n])
-        pos += len(out)
-        if pos >= len(req.body):
-            req.body.clear()
-            pos = 0
-        req.body_pos = pos
-        return out
-
-    def read(self, size: int | None = -1) -> bytes:
-        req = self._req
-        if size is None or size < 0:
-            while self._fill():
-                pass
-            return self._take(len(req.body) - req.body_pos)
-        while len(req.body) - req.body_pos < size and self._fill():
-            pass
-        return self._take(size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        req = self._req
-        if size is None:
-            size = -1
-        scanned = 0
-        while True:
-            idx = req.body.find(b"\n", req.body_pos + scanned)
-            avail = len(req.body) - req.body_pos
-            if idx >= 0:
-                n = idx - req.body_pos + 1
-                return self._take(n if size < 0 else min(n, size))
-            if 0 <= size <= avail:
-                return self._take(size)
-            scanned = avail
-            if not self._fill():
-                return self._take(avail if size < 0 else min(avail, size))
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines, total = [], 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> _Input:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
-
-
 class _Connection:
     """One client connection: the state machine in the module docstring."""
 
@@ -265,6 +152,10 @@ class _Connection:
         self.greenlet = gevent.getcurrent()
         self.keep = True
 
+    @property
+    def max_body_size(self) -> int | None:
+        return self.server.limits.max_body_size
+
     # ---------------------------------------------------------------- reading
     def _read(self, timeout: float) -> bytes:
         sock = self.sock
@@ -272,9 +163,9 @@ class _Connection:
         try:
             data = sock.readavailable()
         except (TimeoutError, OSError) as exc:
-            raise _ClientGone from exc
+            raise ClientGone from exc
         if not data:
-            raise _ClientGone
+            raise ClientGone
         return data
 
     def read_body_more(self, req: Request) -> None:
@@ -288,7 +179,7 @@ class _Connection:
             return
         try:
             self.parser.feed(self._read(self.server.body_timeout))
-        except _ClientGone:
+        except ClientGone:
             req.complete = True
             self.keep = False
             raise OSError("client closed or timed out while sending the request body") from None
@@ -359,7 +250,7 @@ class _Connection:
                 if stats.ticks == ticks:
                     gevent.sleep(0)
                 ticks = stats.ticks
-        except _ClientGone:
+        except ClientGone:
             return
 
     def _environ(self, req: Request) -> dict[str, Any]:
@@ -389,7 +280,7 @@ class _Connection:
                 env[key] += "," + v
             else:
                 env[key] = v
-        env["wsgi.input"] = _Input(self, req)
+        env["wsgi.input"] = RequestBody(self, req)
         return env
 
     def _run(self, req: Request) -> bool:
@@ -400,7 +291,7 @@ class _Connection:
         # the header phase left over, which may be almost nothing).
         self.sock.settimeout(server.body_timeout)
         env = self._environ(req)
-        resp = _Response(self, req)
+        resp = Response(self, req)
         result = None
         try:
             result = server.application(env, resp.start_response)
@@ -412,7 +303,7 @@ class _Connection:
                     if chunk:
                         resp.write(chunk)
                 resp.finish()
-        except _ClientGone:
+        except ClientGone:
             raise
         except (RequestTooLarge, BadRequestBody) as exc:
             if not resp.sent_headers:
@@ -459,7 +350,7 @@ class _Connection:
                 return False
             try:
                 self.parser.feed(self._read(self.server.body_timeout))
-            except _ClientGone:
+            except ClientGone:
                 return False
             if self.parser.stopped and not req.complete:
                 return False
@@ -471,163 +362,6 @@ class _Connection:
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode()
         try:
             self.sock.settimeout(self.server.body_timeout)
-            self.sock.write(head + b"Date: " + _date() + b"\r\n\r\n" + body)
+            self.sock.write(head + b"Date: " + http_date() + b"\r\n\r\n" + body)
         except OSError:
             pass
-
-
-class _Response:
-    """``start_response``/``write`` and the framing of one response."""
-
-    __slots__ = ("conn", "req", "status", "headers", "sent_headers", "chunked", "length",
-                 "content_length", "keep", "head_only", "no_body")
-
-    def __init__(self, conn: _Connection, req: Request) -> None:
-        self.conn = conn
-        self.req = req
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.sent_headers = False
-        self.chunked = False
-        self.length = 0
-        self.content_length: int | None = None
-        self.keep = True
-        self.head_only = req.method == "HEAD"
-        self.no_body = False
-
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info:
-            try:
-                if self.sent_headers:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # no cycle through the frame
-        elif self.status is not None:
-            raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str:
-            raise TypeError(f"status must be a str, got {status!r}")
-        if len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
-            raise ValueError(f"status must be like '200 OK', got {status!r}")
-        if type(headers) is not list:
-            raise TypeError(f"headers must be a list, got {type(headers).__name__}")
-        content_length = None
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2:
-                raise TypeError(f"header must be a (name, value) tuple, got {item!r}")
-            name, value = item
-            if type(name) is not str or type(value) is not str:
-                raise TypeError(f"header name and value must be str, got {item!r}")
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError(f"header {name!r} contains a line break: {value!r}")
-            lname = name.lower()
-            if lname == "content-length":
-                content_length = int(value)
-            elif lname in _HOP_BY_HOP:
-                raise AssertionError(f"hop-by-hop header {name!r} is the server's "
-                                     "(PEP 3333)")
-        self.status = status
-        self.headers = headers
-        self.content_length = content_length
-        code = status[:3]
-        self.no_body = code in ("204", "304") or code[0] == "1"
-        return self.write
-
-    def _head(self, body_len: int | None) -> bytes:
-        """The header block; decides the framing when the app gave no Content-Length."""
-        req = self.req
-        if self.status is None:
-            raise AssertionError("the application wrote before calling start_response")
-        conn = self.conn
-        server = conn.server
-        http11 = req.version == "1.1"
-        keep = (self.keep and req.keep_alive and server.keepalive and conn.keep
-                and not server.closed)
-        parts = ["HTTP/1.1 ", self.status, "\r\n"]
-        for name, value in self.headers:
-            parts += (name, ": ", value, "\r\n")
-        if self.content_length is None and not self.no_body:
-            if body_len is not None:
-                self.content_length = body_len
-                parts += ("Content-Length: ", str(body_len), "\r\n")
-            elif http11:
-                self.chunked = not self.head_only
-                if self.chunked:
-                    parts.append("Transfer-Encoding: chunked\r\n")
-            else:
-                keep = False  # HTTP/1.0 without a length: the close ends the body
-        if not keep:
-            parts.append("Connection: close\r\n")
-        elif not http11:
-            parts.append("Connection: keep-alive\r\n")
-        self.keep = keep
-        self.sent_headers = True
-        return "".join(parts).encode("latin-1") + b"Date: " + _date() + b"\r\n\r\n"
-
-    def _send(self, data: bytes) -> None:
-        try:
-            self.conn.sock.write(data)
-        except OSError as exc:
-            raise _ClientGone from exc
-
-    def send_whole(self, body: bytes) -> None:
-        """The one-item-list fast path: length known, header and body in one write."""
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError(f"the application must yield bytes, got {type(body).__name__}")
-        n = len(body)
-        cl = self.content_length
-        if cl is not None and cl != n:
-            self.keep = False  # the declared framing is wrong: close after this response
-            if n > cl:
-                log.warning("application sent more than its Content-Length; truncated")
-                body, n = body[:cl], cl
-        head = self._head(n)
-        if self.head_only or self.no_body:
-            self._send(head)
-            return
-        self.length = n
-        if n <= _COALESCE:
-            self._send(head + body)
-        else:
-            self._send(head)
-            self._send(body)
-
-    def write(self, data: bytes) -> None:
-        """PEP 3333's ``write()`` and the path for each item of a streamed response."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"the application must write bytes, got {type(data).__name__}")
-        if not self.sent_headers:
-            head = self._head(None)
-            if not data:
-                self._send(head)
-                return
-        else:
-            head = b""
-            if not data:
-                return
-        if self.head_only or self.no_body:
-            if head:
-                self._send(head)
-            return
-        n = len(data)
-        if self.content_length is not None:
-            room = self.content_length - self.length
-            if n > room:
-                self.keep = False
-                data, n = data[:room], room
-                log.warning("application sent more than its Content-Length; truncated")
-        self.length += n
-        if self.chunked:
-            self._send(head + b"%x\r\n" % n + bytes(data) + b"\r\n")
-        else:
-            self._send(head + bytes(data) if head else data)
-
-    def finish(self) -> None:
-        if not self.sent_headers:
-            self._send(self._head(0 if self.status is not None else None))
-            return
-        if self.chunked:
-            self._send(b"0\r\n\r\n")
-        elif self.content_length is not None and self.length < self.content_length:
-            if not (self.head_only or self.no_body):
-                self.keep = False  # the client waits for bytes that never come: close
