@@ -45,8 +45,11 @@ def install() -> None:
     import gevent.ssl
     from gevent.monkey.api import patch_item
 
-    if getattr(socket.socket, "__module__", "").startswith("gevent"):
-        raise RuntimeError("socket.socket is gevent's: call reseau_patch.patch_all() first")
+    from ..patch.green_socket import GreenSocket
+
+    if not (isinstance(socket.socket, type) and issubclass(socket.socket, GreenSocket)):
+        raise RuntimeError(f"socket.socket is {socket.socket!r}, not the patched class: "
+                           "call reseau_patch.patch_all() first")
     if gevent.server.GeventSocket is not socket.socket:
         patch_item(gevent.server, "GeventSocket", socket.socket)
     if gevent.ssl.wrap_socket is not wrap_socket:

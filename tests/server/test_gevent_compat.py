@@ -22,3 +22,14 @@ def test_gevent_streamserver_and_pywsgi_run_over_patched_sockets():
     for key in ("listener", "accepted"):
         assert out[key].startswith("reseau_patch.patch."), out
     assert out["tls_accepted"].startswith("reseau_patch.patch."), out
+
+
+def test_install_refuses_an_unpatched_socket_module():
+    """In this (unpatched) process: gevent's servers must not be pointed at a blocking
+    stdlib socket class."""
+    import pytest
+
+    from reseau_patch.server import gevent_compat
+
+    with pytest.raises(RuntimeError, match="not the patched class"):
+        gevent_compat.install()
