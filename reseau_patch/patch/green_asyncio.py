@@ -1,0 +1,43 @@
+"""asyncio's "running loop" per green thread: handed back while a loop's greenlet waits.
+
+asyncio keeps the running loop per OS thread (C ``_asyncio``: the thread-state dict; the
+pure-Python fallback: a ``threading.local`` made before any patch). Green threads share
+one OS thread, so a loop running in one green thread would be "running" in all of them
+(``asyncio.run() cannot be called from a running event loop``).
+
+A loop only gives up its greenlet in its selector's wait, and under the patch that wait is
+ours (:mod:`.green_select`). So the wait brackets the park: :func:`suspend_running_loop`
+takes the thread's slot (setting it to None) and :func:`resume_running_loop` puts it back
+when the greenlet resumes. Whatever runs meanwhile — another green thread's
+``asyncio.run()``, a ``to_thread`` worker — sees its own value. Switches that involve no
+loop cost nothing: no greenlet trace function, no wrapper around asyncio's getters, and
+both implementations are covered because the bracket goes through
+``asyncio.events._get_running_loop``/``_set_running_loop``, whichever one asyncio bound.
+
+Limit: a loop callback that blocks on green I/O *outside* the selector (a synchronous
+``requests.get`` inside a coroutine) keeps the slot while parked.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["resume_running_loop", "suspend_running_loop"]
+
+
+def suspend_running_loop() -> Any:
+    """Clear this OS thread's running asyncio loop; return what to give back (or None)."""
+    events = sys.modules.get("asyncio.events")
+    if events is None:
+        return None
+    loop = events._get_running_loop()
+    if loop is not None:
+        events._set_running_loop(None)
+    return loop
+
+
+def resume_running_loop(loop: Any) -> None:
+    """Give the loop taken by :func:`suspend_running_loop` back to this greenlet."""
+    if loop is not None:
+        sys.modules["asyncio.events"]._set_running_loop(loop)

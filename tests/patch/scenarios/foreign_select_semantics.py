@@ -1,0 +1,127 @@
+"""Default patch: select/poll/selectors answer as the stdlib's do (issue 11 items)."""
+
+import errno
+import os
+import select
+import selectors
+import socket
+import tempfile
+import unittest.mock
+
+import gevent
+
+from reseau_patch.patch import get_original
+
+# 1. poll: no cap on events per call (the green poll used to return at most 256).
+pipes = [os.pipe() for _ in range(300)]
+poller = select.poll()
+for r, w in pipes:
+    poller.register(r, select.POLLIN)
+    os.write(w, b"x")
+events = poller.poll(0)
+print("poll ready", len(events))
+assert len(events) == 300, len(events)
+for r, w in pipes:
+    os.close(r)
+    os.close(w)
+
+# 2. poll: POLLPRI for out-of-band data (TCP urgent byte), on a wait that had to park.
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+client = socket.create_connection(listener.getsockname(), timeout=30)
+server, _ = listener.accept()
+poller = select.poll()
+poller.register(server, select.POLLPRI)
+sender = gevent.spawn_later(0.05, client.send, b"!", socket.MSG_OOB)
+events = poller.poll(30_000)
+sender.get(timeout=30)
+print("POLLPRI", events)
+assert events and events[0][0] == server.fileno() and events[0][1] & select.POLLPRI, events
+r, _, x = select.select([], [], [server], 30)
+assert x == [server], x
+client.close()
+server.close()
+listener.close()
+
+# 3. poll and select accept regular files (epoll refuses them with EPERM), as the stdlib does.
+with tempfile.TemporaryFile() as f:
+    poller = select.poll()
+    poller.register(f, select.POLLIN | select.POLLOUT)
+    events = poller.poll(1000)
+    real = get_original("select", "poll")()
+    real.register(f, select.POLLIN | select.POLLOUT)
+    assert events == real.poll(0), (events, real.poll(0))
+    assert select.select([f], [f], [], 1) == ([f], [f], [])
+    print("regular file", events)
+
+# 4. DefaultSelector is the stdlib's EpollSelector, on a green epoll.
+assert selectors.DefaultSelector is selectors.EpollSelector
+assert selectors.DefaultSelector.__name__ == "EpollSelector"
+sel = selectors.DefaultSelector()
+assert type(sel._selector) is select.epoll and select.epoll is not get_original("select", "epoll")
+sel.close()
+# test_selectors' test_modify_unregister mocks this very attribute.
+with unittest.mock.patch("selectors.EpollSelector._selector_cls") as m:
+    m.return_value.modify = unittest.mock.Mock(side_effect=ZeroDivisionError)
+    s = selectors.DefaultSelector()
+    a, b = socket.socketpair()
+    s.register(a, selectors.EVENT_READ)
+    try:
+        s.modify(a, selectors.EVENT_WRITE)
+    except ZeroDivisionError:
+        pass
+    assert len(s._map) == 0
+    s.close()
+    a.close()
+    b.close()
+print("DefaultSelector", selectors.DefaultSelector.__name__)
+
+# 5. A selector holding a since-closed socket: epoll dropped the fd, select times out with [].
+sel = selectors.DefaultSelector()
+a, b = socket.socketpair()
+sel.register(a, selectors.EVENT_READ)
+a.close()
+assert sel.select(0.2) == []
+sel.close()
+b.close()
+# ... while select.select and poll report the closed fd as the stdlib does.
+r, w = os.pipe()
+os.close(w)
+os.close(r)
+try:
+    select.select([r], [], [], 0.2)
+except OSError as exc:
+    assert exc.errno == errno.EBADF, exc
+else:
+    raise AssertionError("select on a closed fd did not raise")
+poller = select.poll()
+poller.register(r, select.POLLIN)
+assert poller.poll(200) == [(r, select.POLLNVAL)]
+print("closed fds as the stdlib")
+
+# 6. Bad input: the stdlib's exceptions.
+for bad, exc in ((lambda: select.select([], [], [], "x"), TypeError),
+                 (lambda: select.select([], [], [], -1), ValueError),
+                 (lambda: select.poll().poll("x"), TypeError),
+                 (lambda: select.epoll().poll(0, 0), ValueError)):
+    try:
+        bad()
+    except exc:
+        pass
+    else:
+        raise AssertionError(f"{bad} did not raise {exc}")
+
+# 7. Waits yield: while one greenlet waits in epoll.poll, another runs and wakes it.
+ep = select.epoll()
+a, b = socket.socketpair()
+ep.register(a.fileno(), select.EPOLLIN)
+ran = []
+helper = gevent.spawn(lambda: (ran.append(1), b.send(b"y")))
+events = ep.poll(30)
+assert ran == [1] and events == [(a.fileno(), select.EPOLLIN)], (ran, events)
+helper.join(30)
+ep.close()
+a.close()
+b.close()
+print("done")
