@@ -1,0 +1,53 @@
+"""asyncio, trio and anyio loops under patch_all(): in green threads (default) and across
+real threads (thread=False); Happy Eyeballs for urllib3/requests. Each scenario is a file
+under scenarios/ run in a fresh interpreter (patching is process-wide)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+NOTHREAD = ("--no-thread", "--no-aggressive", "--no-queue")
+
+
+def run_scenario(name: str, *flags: str, timeout: float = 100.0) -> str:
+    proc = subprocess.run([sys.executable, "-m", "reseau_patch", "run", *flags,
+                           str(SCENARIOS / name)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stdout}\n" \
+                                 f"{proc.stderr[-4000:]}"
+    assert proc.stdout.rstrip().endswith("done"), proc.stdout
+    return proc.stdout
+
+
+def test_asyncio_loop_in_green_thread_while_main_runs_asyncio_run():
+    out = run_scenario("foreign_asyncio_green.py")
+    assert "asyncio.run (b'echo:from-main\\n', True)" in out
+    assert "sync b'echo:sync\\n'" in out
+    assert "run_coroutine_threadsafe threadsafe" in out
+
+
+def test_trio_server_in_green_thread_answers_patched_client():
+    out = run_scenario("foreign_trio_green.py")
+    assert out.count("b'trio:ping") == 3
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_anyio_blocking_portal(backend):
+    out = run_scenario("foreign_anyio_portal.py")
+    assert f"{backend} 3 42" in out
+
+
+def test_nothread_loop_made_in_main_runs_in_real_thread_and_poll_is_shared():
+    out = run_scenario("foreign_nothread_asyncio.py", *NOTHREAD)
+    assert "coroutine ran in the loop's thread" in out
+    assert "poll from another thread True" in out
+
+
+def test_requests_skips_a_black_holed_first_address():
+    out = run_scenario("foreign_he_requests.py")
+    assert "attempts ['127.0.0.2', '127.0.0.1'] winner 127.0.0.1" in out
