@@ -141,8 +141,12 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         monkey.patch_contextvars()
     # Foreign event loops and address-by-address clients (green_trio.py, clients.py).
     if settings["thread"]:
+        from gevent.monkey.api import patch_item
+
         from .green_trio import install as adapt_trio
+        from .thread_signals import install as guard_thread_signals
         adapt_trio()
+        guard_thread_signals(patch_item)
     if settings["socket"]:
         from .clients import install as adapt_clients
         adapt_clients()

@@ -60,19 +60,29 @@ def _fileno(obj: Any) -> int:
 
 
 # --------------------------------------------------------------------------- waiting
+def _hub_loop() -> Any:
+    """This thread's io loop, or None where nothing may park (in the hub, or a hub whose
+    loop is not ours)."""
+    from ..sockets.parking import current_io_loop, in_hub
+
+    try:
+        return None if in_hub() else current_io_loop()
+    except RuntimeError:
+        return None
+
+
 def _wait_readable(fd: int, timeout: float | None) -> None:
     """Return when ``fd`` (an epoll set) is readable or ``timeout`` s passed.
 
     Parks on the calling thread's Reseau loop; blocks the thread only where nothing may
-    park (the hub itself, or a hub on another loop class).
+    park. Afterwards the loop forgets the fd (``closing_fd``) unless another waiter watches
+    it: the set holds no loop state between waits, so closing it later, from any thread,
+    leaves nothing behind in any loop.
     """
     from ..io.event_loop import READ, IOWatcher
-    from ..sockets.parking import Parker, current_io_loop, in_hub
+    from ..sockets.parking import Parker
 
-    try:
-        loop = None if in_hub() else current_io_loop()
-    except RuntimeError:
-        loop = None
+    loop = _hub_loop()
     if loop is None:
         _real_select([fd], [], [], timeout)
         return
@@ -84,13 +94,27 @@ def _wait_readable(fd: int, timeout: float | None) -> None:
         parker.park(loop, timeout)
     finally:
         watcher.stop()
+        if not loop.watchers_for(fd):
+            loop.closing_fd(fd)
+        green_asyncio.resume_running_loop(token)
+
+
+def _yield() -> None:
+    """A scheduling point for a call that answers at once (gevent's select does the same):
+    a loop that always finds work must not starve the other greenlets of its thread."""
+    if _hub_loop() is None:
+        return
+    import gevent
+
+    token = green_asyncio.suspend_running_loop()
+    try:
+        gevent.sleep(0)
+    finally:
         green_asyncio.resume_running_loop(token)
 
 
 def _wait_any(interest: Iterable[tuple[int, int]], timeout: float | None) -> None:
     """Wait until one of (fd, poll-style mask) may be ready, or ``timeout`` s passed."""
-    from ..sockets.parking import current_io_loop, in_hub
-
     ep = _real_epoll()
     try:
         for fd, mask in interest:
@@ -106,11 +130,6 @@ def _wait_any(interest: Iterable[tuple[int, int]], timeout: float | None) -> Non
                     raise
         _wait_readable(ep.fileno(), timeout)
     finally:
-        try:
-            if not in_hub():
-                current_io_loop().closing_fd(ep.fileno())
-        except RuntimeError:
-            pass
         ep.close()
 
 
@@ -148,10 +167,13 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: Any = None) -> tuple:
     if seconds is not None and seconds < 0:
         raise ValueError("timeout must be non-negative")
     deadline = _deadline(seconds)
+    parked = False
     while True:
         r, w, x = _real_select(rlist, wlist, xlist, 0)
         early = [s for s in rlist if _buffered(s) and s not in r]
         if r or w or x or early or seconds == 0:
+            if not parked:
+                _yield()
             return early + r, w, x
         left = _remaining(deadline)
         if left == 0:
@@ -163,6 +185,7 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: Any = None) -> tuple:
                 fd = _fileno(obj)
                 interest[fd] = interest.get(fd, 0) | mask
         _wait_any(interest.items(), left)
+        parked = True
 
 
 # --------------------------------------------------------------------------- poll()
@@ -201,18 +224,23 @@ class poll:  # noqa: N801 - the stdlib's name
             if self._polling:
                 raise RuntimeError("concurrent poll() invocation")
             self._polling = True
+        parked = False
         try:
             deadline = _deadline(seconds)
             while True:
                 ready = self._poll.poll(0)
                 if ready or seconds == 0:
-                    return ready
+                    break
                 left = _remaining(deadline)
                 if left == 0:
-                    return []
+                    break
                 _wait_any(list(self._fds.items()), left)
+                parked = True
         finally:
             self._polling = False
+        if not parked:
+            _yield()
+        return ready
 
 
 # --------------------------------------------------------------------------- epoll()
@@ -259,14 +287,18 @@ class epoll:  # noqa: N801 - the stdlib's name
         if seconds is not None and seconds < 0:
             seconds = None
         deadline = _deadline(seconds)
+        parked = False
         while True:
             ready = self._ep.poll(0, maxevents)
             if ready or seconds == 0:
+                if not parked:
+                    _yield()
                 return ready
             left = _remaining(deadline)
             if left == 0:
                 return []
             _wait_readable(self._ep.fileno(), left)
+            parked = True
 
     def __enter__(self) -> epoll:
         if self._ep.closed:

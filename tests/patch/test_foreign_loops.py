@@ -34,6 +34,7 @@ def test_asyncio_loop_in_green_thread_while_main_runs_asyncio_run():
 def test_trio_server_in_green_thread_answers_patched_client():
     out = run_scenario("foreign_trio_green.py")
     assert out.count("b'trio:ping") == 3
+    assert "signal in thread: signal only works in main thread" in out
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -1,6 +1,7 @@
 """Default patch: a trio server in a green thread answers a patched blocking client."""
 
 import functools
+import signal
 import socket
 import threading
 
@@ -11,6 +12,11 @@ box: dict = {}
 
 
 def serve() -> None:
+    # A green thread is a thread: signal handlers are the main thread's (trio probes this).
+    try:
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))
+    except ValueError as exc:
+        print("signal in thread:", exc)
     async def handler(stream):
         data = await stream.receive_some(100)
         await stream.send_all(b"trio:" + data)
