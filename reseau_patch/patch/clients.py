@@ -6,8 +6,8 @@ connect timeout on a black-holed first address. :func:`race` runs their own per-
 attempt, one more every :data:`ATTEMPT_DELAY` seconds or as soon as the previous one
 failed; the first socket connected wins, every other attempt is cancelled and its socket
 closed, and when all fail the error of the *last* address is raised, as the sequential loop
-would. :func:`install` adapts ``urllib3.util.connection.create_connection`` whether urllib3
-is imported before or after ``patch_all()``.
+would. :func:`install` adapts ``urllib3.util.connection.create_connection`` and
+websocket-client's ``_open_socket``, whether imported before or after ``patch_all()``.
 
 Contract: attempts run in greenlets of the calling thread's hub; the caller's own greenlet
 waits. Killing the caller (``gevent.Timeout``, ``kill``) kills every attempt and closes
@@ -169,6 +169,31 @@ def _adapt_urllib3(mod: ModuleType) -> None:
     mod.create_connection = create_connection
 
 
+# --------------------------------------------------------------------------- websocket-client
+def _adapt_websocket(mod: ModuleType) -> None:
+    """Race ``websocket._http._open_socket(addrinfo_list, sockopt, timeout)`` per address.
+
+    Each attempt is websocket-client's own function given a one-address list, so its socket
+    options, timeout, refused-connection retry and ``remote_ip`` annotation are unchanged.
+    """
+    original = mod._open_socket
+    if getattr(original, "__reseau__", False):
+        return
+
+    def _open_socket(addrinfo_list: Any, sockopt: Any, timeout: Any) -> Any:
+        infos = list(addrinfo_list)
+        if len(infos) < 2:
+            return original(infos, sockopt, timeout)
+        return race(interleave_families(infos),
+                    lambda info: original([info], sockopt, timeout))
+
+    _open_socket.__reseau__ = True  # type: ignore[attr-defined]
+    _open_socket.__wrapped__ = original  # type: ignore[attr-defined]
+    mod._open_socket = _open_socket
+
+
 def install() -> None:
-    """Adapt urllib3 now if imported, else at its import (idempotent)."""
+    """Adapt urllib3 and websocket-client now if imported, else at their import
+    (idempotent)."""
     when_imported("urllib3.util.connection", _adapt_urllib3)
+    when_imported("websocket._http", _adapt_websocket)
