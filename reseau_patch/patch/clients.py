@@ -6,8 +6,9 @@ connect timeout on a black-holed first address. :func:`race` runs their own per-
 attempt, one more every :data:`ATTEMPT_DELAY` seconds or as soon as the previous one
 failed; the first socket connected wins, every other attempt is cancelled and its socket
 closed, and when all fail the error of the *last* address is raised, as the sequential loop
-would. :func:`install` adapts ``urllib3.util.connection.create_connection`` and
-websocket-client's ``_open_socket``, whether imported before or after ``patch_all()``.
+would. :func:`install` adapts ``urllib3.util.connection.create_connection``,
+websocket-client's ``_open_socket`` and redis-py's ``Connection._connect``, whether imported
+before or after ``patch_all()``.
 
 Contract: attempts run in greenlets of the calling thread's hub; the caller's own greenlet
 waits. Killing the caller (``gevent.Timeout``, ``kill``) kills every attempt and closes
@@ -192,8 +193,43 @@ def _adapt_websocket(mod: ModuleType) -> None:
     mod._open_socket = _open_socket
 
 
+# --------------------------------------------------------------------------- redis-py
+def _adapt_redis(mod: ModuleType) -> None:
+    """Race ``redis.connection.Connection._connect`` (TCP; ``SSLConnection`` calls it too).
+
+    redis-py resolves and connects in one method. Each attempt runs that very method on a
+    shallow copy of the connection whose ``host`` is one resolved address, so its socket
+    options (TCP_NODELAY, keepalive), connect timeout and socket timeout are its own; the
+    method reads the connection's settings and writes none of them.
+    """
+    import copy
+
+    cls = getattr(mod, "Connection", None)
+    original = getattr(cls, "_connect", None)
+    if original is None or getattr(original, "__reseau__", False):
+        return
+
+    def _connect(self: Any) -> Any:
+        sk = mod.socket
+        infos = list(sk.getaddrinfo(self.host, self.port, self.socket_type, sk.SOCK_STREAM))
+        if len(infos) < 2:
+            return original(self)
+
+        def attempt(info: tuple) -> Any:
+            clone = copy.copy(self)
+            clone.host = info[4][0]
+            return original(clone)
+
+        return race(interleave_families(infos), attempt)
+
+    _connect.__reseau__ = True  # type: ignore[attr-defined]
+    _connect.__wrapped__ = original  # type: ignore[attr-defined]
+    cls._connect = _connect
+
+
 def install() -> None:
-    """Adapt urllib3 and websocket-client now if imported, else at their import
+    """Adapt urllib3, websocket-client and redis-py now if imported, else at their import
     (idempotent)."""
     when_imported("urllib3.util.connection", _adapt_urllib3)
     when_imported("websocket._http", _adapt_websocket)
+    when_imported("redis.connection", _adapt_redis)

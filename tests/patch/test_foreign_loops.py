@@ -52,3 +52,9 @@ def test_nothread_loop_made_in_main_runs_in_real_thread_and_poll_is_shared():
 def test_requests_skips_a_black_holed_first_address():
     out = run_scenario("foreign_he_requests.py")
     assert "attempts ['127.0.0.2', '127.0.0.1'] winner 127.0.0.1" in out
+
+
+def test_redis_and_websocket_client_skip_a_black_holed_first_address():
+    out = run_scenario("foreign_he_clients.py")
+    assert "redis ['127.0.0.2', '127.0.0.1'] 127.0.0.1 7.0 True True" in out
+    assert "websocket ['127.0.0.2', '127.0.0.1'] 127.0.0.1 3.0" in out
