@@ -58,3 +58,11 @@ def test_redis_and_websocket_client_skip_a_black_holed_first_address():
     out = run_scenario("foreign_he_clients.py")
     assert "redis ['127.0.0.2', '127.0.0.1'] 127.0.0.1 7.0 True True" in out
     assert "websocket ['127.0.0.2', '127.0.0.1'] 127.0.0.1 3.0" in out
+    assert "cancelled race leaves nothing" in out
+
+
+def test_urllib3_imported_before_patch_all_is_adapted():
+    proc = subprocess.run([sys.executable, str(SCENARIOS / "foreign_he_import_order.py")],
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert "tried ['127.0.0.3', '127.0.0.1'] 127.0.0.1 True 5.0" in proc.stdout

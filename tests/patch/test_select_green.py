@@ -22,3 +22,4 @@ def test_select_poll_selectors_semantics(flags):
     assert proc.stdout.rstrip().endswith("done"), proc.stdout
     assert "poll ready 300" in proc.stdout
     assert "DefaultSelector EpollSelector" in proc.stdout
+    assert "cancelled waits leave nothing" in proc.stdout

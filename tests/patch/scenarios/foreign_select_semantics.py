@@ -124,4 +124,32 @@ helper.join(30)
 ep.close()
 a.close()
 b.close()
+
+# 8. Cancellation (gevent.Timeout) of every kind of wait leaves no fd behind.
+a, b = socket.socketpair()
+ep = select.epoll()
+ep.register(a.fileno(), select.EPOLLIN)
+poller = select.poll()
+poller.register(a, select.POLLIN)
+sel = selectors.DefaultSelector()
+sel.register(a, selectors.EVENT_READ)
+before = sorted(os.listdir("/proc/self/fd"))
+for wait in (lambda: select.select([a], [], [], 30), lambda: poller.poll(30_000),
+             lambda: ep.poll(30), lambda: sel.select(30)):
+    try:
+        with gevent.Timeout(0.05):
+            wait()
+    except gevent.Timeout:
+        pass
+    else:
+        raise AssertionError("a wait with nothing ready returned")
+assert sorted(os.listdir("/proc/self/fd")) == before, "a cancelled wait left an fd"
+b.send(b"z")
+assert sel.select(30)[0][0].fileobj is a  # and the objects still work afterwards
+assert poller.poll(30_000) == [(a.fileno(), select.POLLIN)]
+sel.close()
+ep.close()
+a.close()
+b.close()
+print("cancelled waits leave nothing")
 print("done")
