@@ -102,10 +102,11 @@ def _wait_readable(fd: int, timeout: float | None) -> None:
 def _yield() -> None:
     """A scheduling point for a call that answers at once (gevent's select does the same):
     a loop that always finds work must not starve the other greenlets of its thread."""
-    if _hub_loop() is None:
-        return
     import gevent
+    from gevent import get_hub, getcurrent
 
+    if getcurrent() is get_hub():
+        return
     token = green_asyncio.suspend_running_loop()
     try:
         gevent.sleep(0)
@@ -120,8 +121,6 @@ def _wait_any(interest: Iterable[tuple[int, int]], timeout: float | None) -> Non
         for fd, mask in interest:
             try:
                 ep.register(fd, mask & _EPOLL_BITS)
-            except FileExistsError:
-                ep.modify(fd, (mask & _EPOLL_BITS) | _stdselect.EPOLLIN)
             except OSError as exc:
                 # EPERM: a regular file, which poll reports ready at once and epoll refuses
                 # (only an fd asked for nothing but POLLPRI gets here; it never fires).
