@@ -23,3 +23,11 @@ def test_select_poll_selectors_semantics(flags):
     assert "poll ready 300" in proc.stdout
     assert "DefaultSelector EpollSelector" in proc.stdout
     assert "cancelled waits leave nothing" in proc.stdout
+
+
+def test_tls_bytes_buffered_in_user_space_count_as_readable():
+    scenario = SCENARIO.parent / "foreign_select_tls_buffered.py"
+    proc = subprocess.run([sys.executable, "-m", "reseau_patch", "run", str(scenario)],
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert "buffered TLS bytes count as readable" in proc.stdout
