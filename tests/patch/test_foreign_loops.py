@@ -66,3 +66,11 @@ def test_urllib3_imported_before_patch_all_is_adapted():
                           capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
     assert "tried ['127.0.0.3', '127.0.0.1'] 127.0.0.1 True 5.0" in proc.stdout
+
+
+def test_pure_python_asyncio_imported_before_patch_all():
+    proc = subprocess.run([sys.executable, str(SCENARIOS / "foreign_asyncio_green_pure.py")],
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert "pure-Python asyncio, imported before patch_all()" in proc.stdout
+    assert "asyncio.run (b'echo:from-main\\n', True)" in proc.stdout
