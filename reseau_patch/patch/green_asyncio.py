@@ -21,23 +21,45 @@ Limit: a loop callback that blocks on green I/O *outside* the selector (a synchr
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["resume_running_loop", "suspend_running_loop"]
+__all__ = ["add_slot", "resume_running_loop", "suspend_running_loop"]
+
+
+#: Other per-OS-thread "running loop" slots to bracket the same way (trio's run context when
+#: trio was imported before the patch): (take, give_back) pairs; empty costs nothing.
+_other_slots: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+
+
+def add_slot(take: Callable[[], Any], give_back: Callable[[Any], None]) -> None:
+    """Bracket another per-thread slot: ``take()`` clears it and returns what
+    ``give_back(value)`` restores when the waiting greenlet resumes."""
+    if (take, give_back) not in _other_slots:
+        _other_slots.append((take, give_back))
 
 
 def suspend_running_loop() -> Any:
-    """Clear this OS thread's running asyncio loop; return what to give back (or None)."""
+    """Clear this OS thread's running asyncio loop (and registered slots); return what to
+    give back (or None)."""
     events = sys.modules.get("asyncio.events")
-    if events is None:
-        return None
-    loop = events._get_running_loop()
-    if loop is not None:
-        events._set_running_loop(None)
+    loop = None
+    if events is not None:
+        loop = events._get_running_loop()
+        if loop is not None:
+            events._set_running_loop(None)
+    if _other_slots:
+        return loop, [take() for take, _ in _other_slots]
     return loop
 
 
-def resume_running_loop(loop: Any) -> None:
-    """Give the loop taken by :func:`suspend_running_loop` back to this greenlet."""
+def resume_running_loop(token: Any) -> None:
+    """Give what :func:`suspend_running_loop` took back to this greenlet."""
+    if type(token) is tuple:
+        loop, others = token
+        for (_, give_back), value in zip(_other_slots, others, strict=False):
+            give_back(value)
+    else:
+        loop = token
     if loop is not None:
         sys.modules["asyncio.events"]._set_running_loop(loop)

@@ -74,3 +74,12 @@ def test_pure_python_asyncio_imported_before_patch_all():
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
     assert "pure-Python asyncio, imported before patch_all()" in proc.stdout
     assert "asyncio.run (b'echo:from-main\\n', True)" in proc.stdout
+
+
+def test_trio_imported_before_patch_all():
+    proc = subprocess.run([sys.executable,
+                           str(SCENARIOS / "foreign_trio_green_imported_first.py")],
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert "trio imported before patch_all()" in proc.stdout
+    assert proc.stdout.count("b'trio:ping") == 3 and proc.stdout.rstrip().endswith("done")
