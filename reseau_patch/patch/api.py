@@ -143,8 +143,10 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
     if settings["thread"]:
         from gevent.monkey.api import patch_item
 
+        from .green_asyncio import install as adapt_asyncio
         from .green_trio import install as adapt_trio
         from .thread_signals import install as guard_thread_signals
+        adapt_asyncio()
         adapt_trio()
         guard_thread_signals(patch_item)
     if settings["socket"]:

@@ -16,15 +16,24 @@ both implementations are covered because the bracket goes through
 
 Limit: a loop callback that blocks on green I/O *outside* the selector (a synchronous
 ``requests.get`` inside a coroutine) keeps the slot while parked.
+
+The policy's "current event loop" (``set_event_loop``/``get_event_loop`` outside a running
+loop) is per thread too, in ``BaseDefaultEventLoopPolicy._Local``, a ``threading.local``
+made when asyncio was imported — often before the patch. :func:`install` (thread=True)
+makes it per green thread: new policies get a greenlet-local ``_Local``, and the existing
+policy's value moves to the main green thread.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
-__all__ = ["add_slot", "resume_running_loop", "suspend_running_loop"]
+from .import_hooks import when_imported
+
+__all__ = ["add_slot", "install", "resume_running_loop", "suspend_running_loop"]
 
 
 #: Other per-OS-thread "running loop" slots to bracket the same way (trio's run context when
@@ -63,3 +72,29 @@ def resume_running_loop(token: Any) -> None:
         loop = token
     if loop is not None:
         sys.modules["asyncio.events"]._set_running_loop(loop)
+
+
+def _adapt_policy(events: ModuleType) -> None:
+    from gevent.local import local
+
+    base = getattr(events, "BaseDefaultEventLoopPolicy", None)
+    if base is None or issubclass(base._Local, local):
+        return
+
+    class _Local(local):
+        _loop = None
+        _set_called = False
+
+    old_local_cls = base._Local
+    base._Local = _Local
+    policy = events._event_loop_policy
+    if isinstance(policy, base) and isinstance(policy._local, old_local_cls):
+        moved = _Local()  # this thread's value becomes the calling (main) green thread's
+        moved._loop = policy._local._loop
+        moved._set_called = policy._local._set_called
+        policy._local = moved
+
+
+def install() -> None:
+    """Per-green-thread event loop policy state, now or when asyncio is imported."""
+    when_imported("asyncio.events", _adapt_policy)

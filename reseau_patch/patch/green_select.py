@@ -30,6 +30,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import gevent
+from gevent import get_hub, getcurrent
+from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
 from . import green_asyncio
@@ -106,8 +109,6 @@ def _forget_here(fd: int) -> None:
     Another thread's loop that kept it (a set polled there, closed here) holds a stale
     entry the kernel already dropped with the close; that loop re-arms on reuse.
     """
-    from gevent._hub_local import get_hub_if_exists
-
     hub = get_hub_if_exists()
     loop = getattr(getattr(hub, "loop", None), "io_loop", None)
     if loop is not None and loop.is_loop_thread() and not loop.closed:
@@ -117,9 +118,6 @@ def _forget_here(fd: int) -> None:
 def _yield() -> None:
     """A scheduling point for a call that answers at once (gevent's select does the same):
     a loop that always finds work must not starve the other greenlets of its thread."""
-    import gevent
-    from gevent import get_hub, getcurrent
-
     if getcurrent() is get_hub():
         return
     token = green_asyncio.suspend_running_loop()

@@ -29,6 +29,7 @@ def test_asyncio_loop_in_green_thread_while_main_runs_asyncio_run():
     assert "asyncio.run (b'echo:from-main\\n', True)" in out
     assert "sync b'echo:sync\\n'" in out
     assert "run_coroutine_threadsafe threadsafe" in out
+    assert "thread's current loop kept True" in out
 
 
 def test_trio_server_in_green_thread_answers_patched_client():
@@ -74,6 +75,7 @@ def test_pure_python_asyncio_imported_before_patch_all():
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
     assert "pure-Python asyncio, imported before patch_all()" in proc.stdout
     assert "asyncio.run (b'echo:from-main\\n', True)" in proc.stdout
+    assert "thread's current loop kept True" in proc.stdout
 
 
 def test_trio_imported_before_patch_all():

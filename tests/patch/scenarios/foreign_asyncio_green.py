@@ -11,6 +11,7 @@ box: dict = {}
 
 def serve() -> None:
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # this thread's current loop, whatever main does meanwhile
     box["loop"] = loop
 
     async def handle(reader, writer):
@@ -26,6 +27,7 @@ def serve() -> None:
 
     loop.run_until_complete(start())
     loop.run_forever()
+    box["policy"] = asyncio.get_event_loop() is loop
     box["server"].close()
     loop.run_until_complete(box["server"].wait_closed())
     loop.close()
@@ -59,4 +61,5 @@ print("run_coroutine_threadsafe", future.result(30))
 box["loop"].call_soon_threadsafe(box["loop"].stop)
 thread.join(30)
 assert not thread.is_alive()
+print("thread's current loop kept", box["policy"])
 print("done")
