@@ -129,6 +129,10 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_select()
     if settings["ssl"]:
         patch_ssl()
+    if settings["socket"]:
+        # gevent.server / pywsgi captured gevent's socket class at import: point them at ours.
+        from .gevent_servers import install as patch_gevent_servers
+        patch_gevent_servers()
     if settings["subprocess"]:
         monkey.patch_subprocess()
     if settings["builtins"]:

@@ -1,8 +1,9 @@
 """Green servers over Reseau channels: :class:`StreamServer` (gevent's API), a PEP 3333
 :class:`WSGIServer`, and (in :mod:`reseau_patch.gunicorn`) a gunicorn worker.
 
-Names load on first use, so :mod:`.gevent_compat` (which ``patch_all`` may call) imports
-without the server's optional dependency (httptools) and without selecting a loop.
+Names load on first use, so importing the package needs neither the server's optional
+dependency (httptools) nor a loop. (gevent's own servers are moved onto the patched socket by
+``patch_all`` itself: :mod:`reseau_patch.patch.gevent_servers`.)
 """
 
 from __future__ import annotations

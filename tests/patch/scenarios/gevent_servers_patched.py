@@ -1,4 +1,4 @@
-"""Under reseau_patch.patch_all() + server.gevent_compat.install(), gevent.server's
+"""Under reseau_patch.patch_all() alone, gevent.server's
 StreamServer and gevent.pywsgi's WSGIServer run over the patched socket (plain and TLS).
 Prints one JSON line."""
 
@@ -19,9 +19,6 @@ import gevent.pywsgi  # noqa: E402
 import gevent.server  # noqa: E402
 import trustme  # noqa: E402
 
-from reseau_patch.server import gevent_compat  # noqa: E402
-
-gevent_compat.install()
 out = {}
 
 

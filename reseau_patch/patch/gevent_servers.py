@@ -45,7 +45,7 @@ def install() -> None:
     import gevent.ssl
     from gevent.monkey.api import patch_item
 
-    from ..patch.green_socket import GreenSocket
+    from .green_socket import GreenSocket
 
     if not (isinstance(socket.socket, type) and issubclass(socket.socket, GreenSocket)):
         raise RuntimeError(f"socket.socket is {socket.socket!r}, not the patched class: "

@@ -29,7 +29,7 @@ def test_install_refuses_an_unpatched_socket_module():
     stdlib socket class."""
     import pytest
 
-    from reseau_patch.server import gevent_compat
+    from reseau_patch.patch import gevent_servers
 
     with pytest.raises(RuntimeError, match="not the patched class"):
-        gevent_compat.install()
+        gevent_servers.install()
