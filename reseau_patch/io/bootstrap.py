@@ -5,6 +5,10 @@ Contract (both bootstraps):
 * Every callback runs on the bootstrap's loop thread.
 * ``on_setup(channel, None)`` or ``on_setup(None, error)`` runs **exactly once** per
   connection; ``on_shutdown(channel, error)`` follows only after a successful setup.
+* A client connect can be abandoned with :meth:`ConnectRequest.cancel`: every socket and
+  timer it made is closed (resolution, each Happy Eyeballs attempt, a TLS handshake in
+  progress) and ``on_setup`` is not called; a channel set up before the cancel is the
+  caller's and stays open.
 * The pipeline is ``SocketHandler`` → ``handler_factory(channel)`` (the application
   handler, rightmost). The application handler is installed before the first byte is read,
   so nothing is lost between connect and setup.
@@ -12,6 +16,7 @@ Contract (both bootstraps):
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +29,7 @@ from .socket_handler import SocketHandler
 from .tls import TlsClientSetup, TlsServerSetup
 from .tls_options import TlsConnectionOptions
 
-__all__ = ["ClientBootstrap", "ServerBootstrap", "ServerListener"]
+__all__ = ["ClientBootstrap", "ConnectRequest", "ServerBootstrap", "ServerListener"]
 
 SetupCallback = Callable[[Channel | None, BaseException | None], Any]
 ShutdownCallback = Callable[[Channel, BaseException | None], Any]
@@ -40,6 +45,57 @@ def _build_channel(loop: EventLoop, sock: Socket, factory: HandlerFactory, back_
     channel.add_handler(factory(channel))
     channel.trigger_read()
     return channel
+
+
+class ConnectRequest:
+    """One client connect in progress, as returned by :meth:`ClientBootstrap.connect`.
+
+    Owned by the loop: ``cancel()`` may be called from any thread (it posts itself).
+    States: connecting (``racer`` running) → channel built, setup not reported yet (TLS
+    handshake) → set up. A cancel in the first two closes what exists; in the last it
+    does nothing.
+    """
+
+    def __init__(self, loop: EventLoop, on_setup: SetupCallback) -> None:
+        self.loop = loop
+        self.cancelled = False
+        self.set_up = False
+        #: The Happy Eyeballs race while it runs (None before it starts and after).
+        self.racer: HappyEyeballs | None = None
+        #: The channel once built, until its setup is reported.
+        self.channel: Channel | None = None
+        self._user_on_setup = on_setup
+
+    def on_setup(self, channel: Channel | None, err: BaseException | None) -> None:
+        """The bootstrap's (possibly TLS-wrapped) setup result: deliver once, unless
+        cancelled, in which case a late channel is shut down instead."""
+        self.channel = None
+        if self.cancelled:
+            if channel is not None:
+                channel.shutdown(_cancelled_error(), abort=True)
+            return
+        self.set_up = True
+        self._user_on_setup(channel, err)
+
+    def cancel(self) -> None:
+        """Abandon the connect: close attempts, timers and a half-set-up channel (any
+        thread; idempotent). ``on_setup`` will not run after this."""
+        if not self.loop.is_loop_thread():
+            self.loop.post(self.cancel)
+            return
+        if self.cancelled or self.set_up:
+            return
+        self.cancelled = True
+        racer, self.racer = self.racer, None
+        if racer is not None and not racer.done:
+            racer.cancel()
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.shutdown(_cancelled_error(), abort=True)
+
+
+def _cancelled_error() -> OSError:
+    return OSError(errno.ECANCELED, "connect cancelled")
 
 
 class ClientBootstrap:
@@ -59,16 +115,18 @@ class ClientBootstrap:
 
     def connect(self, host: str, port: int, handler_factory: HandlerFactory,
                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None, *,
-                tls: TlsConnectionOptions | None = None) -> None:
+                tls: TlsConnectionOptions | None = None) -> ConnectRequest:
         """Start connecting (any thread). For a unix path, pass it as ``host`` with port 0
         and ``SocketOptions(domain=LOCAL)``.
 
         With ``tls``, a TLS handler goes between the socket handler and the application
         handler, and ``on_setup`` runs once the handshake is done (or with its error); the
-        server name defaults to ``host``.
+        server name defaults to ``host``. The returned request can cancel the connect.
         """
         if self.socket_options.domain is not SocketDomain.LOCAL:
             check_port(port)
+        request = ConnectRequest(self.loop, on_setup)
+        on_setup = request.on_setup
         if tls is not None:
             local = self.socket_options.domain is SocketDomain.LOCAL
             setup = TlsClientSetup(tls, handler_factory, on_setup, on_shutdown,
@@ -76,24 +134,32 @@ class ClientBootstrap:
             handler_factory, on_setup, on_shutdown = (setup.factory, setup.on_setup,
                                                       setup.on_shutdown)
         if self.loop.is_loop_thread():
-            self._start(host, port, handler_factory, on_setup, on_shutdown)
+            self._start(request, host, port, handler_factory, on_setup, on_shutdown)
         else:
-            self.loop.post(self._start, host, port, handler_factory, on_setup, on_shutdown)
+            self.loop.post(self._start, request, host, port, handler_factory, on_setup,
+                           on_shutdown)
+        return request
 
     def connect_addresses(self, addresses: list[tuple[int, object]],
                           handler_factory: HandlerFactory, on_setup: SetupCallback,
                           on_shutdown: ShutdownCallback | None = None) -> HappyEyeballs:
         """Race an already resolved, ordered list of ``(family, sockaddr)`` (loop-only)."""
         self.loop._check_thread("ClientBootstrap.connect_addresses")
-        he = self._racer(handler_factory, on_setup, on_shutdown)
+        he = self._racer(None, handler_factory, on_setup, on_shutdown)
         he.start_targets([Target(family, addr) for family, addr in addresses])
         return he
 
-    def _racer(self, factory: HandlerFactory, on_setup: SetupCallback,
-               on_shutdown: ShutdownCallback | None) -> HappyEyeballs:
+    def _racer(self, request: ConnectRequest | None, factory: HandlerFactory,
+               on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> HappyEyeballs:
         loop = self.loop
 
         def done(sock: Socket | None, err: BaseException | None) -> None:
+            if request is not None:
+                request.racer = None
+                if request.cancelled:  # the race had already finished when cancel came
+                    if sock is not None:
+                        sock.close()
+                    return
             if sock is None:
                 on_setup(None, err if err is not None else OSError("no addresses to connect to"))
                 return
@@ -103,20 +169,29 @@ class ClientBootstrap:
                 sock.close()
                 on_setup(None, exc)
                 return
+            if request is not None:
+                request.channel = channel  # until setup is reported (TLS: the handshake)
             on_setup(channel, None)
 
-        return HappyEyeballs(loop, self.socket_options, done, config=self.happy_eyeballs,
-                             resolver=self.resolver)
+        he = HappyEyeballs(loop, self.socket_options, done, config=self.happy_eyeballs,
+                           resolver=self.resolver)
+        if request is not None:
+            request.racer = he
+        return he
 
-    def _start(self, host: str, port: int, factory: HandlerFactory, on_setup: SetupCallback,
-               on_shutdown: ShutdownCallback | None) -> None:
-        if self.socket_options.domain is SocketDomain.LOCAL:
-            self.connect_addresses([(int(SocketDomain.LOCAL), host)], factory, on_setup,
-                                   on_shutdown)
-            return
+    def _start(self, request: ConnectRequest, host: str, port: int, factory: HandlerFactory,
+               on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
+        if request.cancelled:
+            return  # cancelled before a cross-thread start ran
+        he = self._racer(request, factory, on_setup, on_shutdown)
         try:
-            self._racer(factory, on_setup, on_shutdown).start(host, port)
+            if self.socket_options.domain is SocketDomain.LOCAL:
+                he.start_targets([Target(int(SocketDomain.LOCAL), host)])
+            else:
+                he.start(host, port)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
+            request.racer = None
+            he.cancel()
             on_setup(None, exc)
 
 

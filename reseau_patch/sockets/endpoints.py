@@ -116,13 +116,8 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
                            back_pressure=back_pressure, happy_eyeballs=he)
     result: list = []
     parker = Parker(tcp, "connect")
-    abandoned = [False]
 
     def on_setup(channel: Channel | None, err: BaseException | None) -> None:
-        if abandoned[0]:
-            if channel is not None:
-                channel.shutdown()
-            return
         result.append((channel, err))
         parker.wake()
 
@@ -130,16 +125,22 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
         tcp.on_channel_shutdown(channel, err)
         channel.destroy()
 
-    boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
+    request = boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
     if not result:
         try:
             if parker.park(loop, timeout) is TIMED_OUT and not result:
-                abandoned[0] = True
                 target = host if domain is SocketDomain.LOCAL else f"{host}:{port}"
                 raise TimeoutError(errno.ETIMEDOUT,
                                    f"connect to {target} timed out after {timeout} s")
         except BaseException:
-            abandoned[0] = True
+            # Timeout, gevent.Timeout, kill: nothing the connect made may outlive it
+            # (attempts in flight, a TLS handshake in progress, their timers).
+            request.cancel()
+            if result and result[0][0] is not None:
+                # Set up just before the cancel: the caller never saw it. Abort, not
+                # close(): a cancelled greenlet must not park again.
+                result[0][0].shutdown(OSError(errno.ECANCELED, "connect cancelled"),
+                                      abort=True)
             raise
     channel, err = result[0]
     if err is not None:
