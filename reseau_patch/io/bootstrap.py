@@ -17,11 +17,12 @@ Contract (both bootstraps):
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from .channel import Channel, ChannelHandler
-from .event_loop import EventLoop
+from .event_loop import EventLoop, TimerHandle
 from .happy_eyeballs import HappyEyeballs, HappyEyeballsConfig, Target
 from .resolver import Resolver, default_resolver
 from .socket import Socket, SocketDomain, SocketOptions, check_port
@@ -29,7 +30,18 @@ from .socket_handler import SocketHandler
 from .tls import TlsClientSetup, TlsServerSetup
 from .tls_options import TlsConnectionOptions
 
-__all__ = ["ClientBootstrap", "ConnectRequest", "ServerBootstrap", "ServerListener"]
+__all__ = ["ClientBootstrap", "ConnectRequest", "ServerBootstrap", "ServerListener",
+           "ACCEPT_RESOURCE_ERRORS"]
+
+log = logging.getLogger(__name__)
+
+#: accept(2) errors that mean "out of a resource for now", not "the listener is broken"
+#: (accept(2) ERRORS): the listener pauses and retries, as socketserver and gevent do.
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Backoff between accept retries after a resource error: doubles from MIN to MAX (the
+#: values of gevent's StreamServer), back to MIN after an accept succeeds.
+ACCEPT_RETRY_MIN_S = 0.01
+ACCEPT_RETRY_MAX_S = 1.0
 
 SetupCallback = Callable[[Channel | None, BaseException | None], Any]
 ShutdownCallback = Callable[[Channel, BaseException | None], Any]
@@ -200,6 +212,11 @@ class ServerListener:
 
     ``destroy(on_destroyed)`` stops accepting and closes the listener at once; it calls
     ``on_destroyed()`` only after every channel it accepted has shut down.
+
+    Out of fds or buffers (:data:`ACCEPT_RESOURCE_ERRORS`), accepting pauses with a
+    doubling backoff instead of spinning on a level-triggered readiness that accept(2)
+    cannot clear; each such error is logged and passed to ``on_incoming(None, err)``, and
+    accepting resumes by itself. The pending connections wait in the kernel's backlog.
     """
 
     def __init__(self, boot: ServerBootstrap, sock: Socket, factory: HandlerFactory,
@@ -215,11 +232,16 @@ class ServerListener:
         self.destroyed = False
         #: Set by ``listen(tls=...)``: handshakes in progress and their failures.
         self.tls_setup: TlsServerSetup | None = None
+        self._retry_delay = ACCEPT_RETRY_MIN_S
+        self._retry_timer: TimerHandle | None = None
 
     def _on_accept(self, sock: Socket | None, err: OSError | None) -> None:
         if sock is None:
+            if err is not None and err.errno in ACCEPT_RESOURCE_ERRORS:
+                self._pause_accepting(err)
             self.on_incoming(None, err)
             return
+        self._retry_delay = ACCEPT_RETRY_MIN_S
         try:
             channel = _build_channel(self.boot.loop, sock, self.factory,
                                      self.boot.back_pressure, self._channel_shutdown)
@@ -229,6 +251,19 @@ class ServerListener:
             return
         self.channels.add(channel)
         self.on_incoming(channel, None)
+
+    def _pause_accepting(self, err: OSError) -> None:
+        delay = self._retry_delay
+        self._retry_delay = min(ACCEPT_RETRY_MAX_S, delay * 2)
+        log.warning("accept on %s failed (%s); retrying in %.2f s", self.address, err, delay)
+        self.socket.stop_accept()
+        if self._retry_timer is None:
+            self._retry_timer = self.boot.loop.call_later(delay, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._retry_timer = None
+        if not self.destroyed:
+            self.socket.start_accept(self._on_accept)
 
     def _channel_shutdown(self, channel: Channel, err: BaseException | None) -> None:
         self.channels.discard(channel)
@@ -252,6 +287,9 @@ class ServerListener:
             return
         self.destroyed = True
         self._on_destroyed = on_destroyed or (lambda: None)
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self.tls_setup is not None:
             self.tls_setup.abort_pending()  # not handed out yet: nobody else closes them
         self.socket.stop_accept()

@@ -25,7 +25,12 @@ from typing import Any
 
 import gevent
 
-from ..io.bootstrap import ClientBootstrap, ServerBootstrap, ServerListener
+from ..io.bootstrap import (
+    ACCEPT_RESOURCE_ERRORS,
+    ClientBootstrap,
+    ServerBootstrap,
+    ServerListener,
+)
 from ..io.channel import Channel
 from ..io.event_loop import EventLoop
 from ..io.happy_eyeballs import HappyEyeballsConfig
@@ -222,6 +227,7 @@ class TCPServer:
         if channel is None:
             self._accept_error = err  # EMFILE and friends: report to the next accept()
         else:
+            self._accept_error = None  # resolved since: not worth raising any more
             self._ready.append(channel.last.handler)  # type: ignore[arg-type]
         self._acceptor.wake()
 
@@ -365,7 +371,8 @@ def accept(server: TCPServer, callback: Callable[[TCPSocket], Any] | None = None
            ) -> TCPSocket | gevent.Greenlet:
     """``accept(server)``: the next connection. ``accept(server, callback)``: a greenlet
     that accepts forever, running ``callback(sock)`` in a new greenlet per connection
-    (it ends when the server closes)."""
+    (it ends when the server closes). Running out of fds (EMFILE and friends) does not
+    end it: it logs, backs off and serves again once fds are free."""
     if callback is None:
         return server.accept()
 
@@ -373,10 +380,14 @@ def accept(server: TCPServer, callback: Callable[[TCPSocket], Any] | None = None
         while server.isopen:
             try:
                 sock = server.accept()
-            except OSError:
+            except OSError as exc:
                 if not server.isopen:
                     return
-                raise
+                if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                    raise
+                # Out of fds/buffers: the listener already logged it and backs off; keep
+                # serving, as socketserver and gevent's StreamServer do.
+                continue
             gevent.spawn(callback, sock)
 
     return gevent.spawn(loop)
