@@ -177,6 +177,8 @@ class TCPServer:
         self._acceptor = Parker(self, "accept")
         self._closed = False
         self._timeout: float | None = None
+        #: ``(path, st_dev, st_ino)`` of the unix socket file we bound, removed on close.
+        self._unix_file: tuple[str, int, int] | None = None
 
     # ------------------------------------------------------------------ setup
     def _bind(self, domain: SocketDomain, address: object, reuseaddr: bool,
@@ -195,6 +197,9 @@ class TCPServer:
             sock.close()
             raise
         self._loop, self._socket = loop, sock
+        if domain is SocketDomain.LOCAL and isinstance(address, str) and address[:1] != "\0":
+            st = os.stat(address)
+            self._unix_file = (address, st.st_dev, st.st_ino)
 
     def listen(self, backlog: int = 511) -> TCPServer:
         """Start accepting (after ``bind``)."""
@@ -274,7 +279,8 @@ class TCPServer:
         return self._listener is not None and not self._closed
 
     def close(self) -> None:
-        """Stop listening and close queued, unaccepted connections. Accepted ones live on."""
+        """Stop listening and close queued, unaccepted connections (accepted ones live on);
+        a unix socket file this server created is removed."""
         if self._closed:
             return
         self._closed = True
@@ -285,6 +291,21 @@ class TCPServer:
         while self._ready:
             self._ready.popleft().close()
         self._acceptor.wake()
+        self._remove_unix_file()
+
+    def _remove_unix_file(self) -> None:
+        """Remove our unix socket file — only if it is still ours (same inode): a path
+        another process has bound since is left alone."""
+        if self._unix_file is None:
+            return
+        path, dev, ino = self._unix_file
+        self._unix_file = None
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> TCPServer:
         return self
