@@ -122,6 +122,8 @@ class Tools:
     """The helpers above, handed to tests as the ``tools`` fixture (importlib mode: test
     files cannot import this conftest)."""
 
+    ROOT = ROOT
+    SCENARIOS = SCENARIOS
     open_fds = staticmethod(open_fds)
     settle = staticmethod(settle)
     full_backlog = staticmethod(full_backlog)
