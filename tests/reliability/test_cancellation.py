@@ -195,3 +195,16 @@ def test_patched_socket_ssl_and_create_connection_cancellation(tools):
     proc = tools.run_scenario("patched_cancel.py", timeout=110)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["leaked"] == {} and out["failures"] == []
+
+
+@pytest.mark.parametrize("how", ["timeout", "kill"])
+def test_cancelled_getaddrinfo_leaves_nothing_and_ignores_the_late_answer(run, how):
+    resolver = _HangingResolver("127.0.0.1")
+
+    def body():
+        _cancel_by(how, S.getaddrinfo, "slow.test", resolver=resolver)
+        assert resolver.replies
+        resolver.answer_all()  # wakes nobody: the caller is gone
+        gevent.sleep(0.01)
+        assert S.getaddrinfo("127.0.0.1", resolver=resolver) == S.ip("127.0.0.1")
+    run(body)
