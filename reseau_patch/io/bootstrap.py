@@ -89,6 +89,16 @@ class ConnectRequest:
         self.set_up = True
         self._user_on_setup(channel, err)
 
+    def wrap_on_shutdown(self, on_shutdown: ShutdownCallback | None) -> ShutdownCallback:
+        """``on_shutdown``, then destroy a channel this request shut down because it was
+        cancelled: no caller ever saw it, so nobody else will (destroy is idempotent)."""
+        def wrapped(channel: Channel, err: BaseException | None) -> None:
+            if on_shutdown is not None:
+                on_shutdown(channel, err)
+            if self.cancelled:
+                channel.destroy()
+        return wrapped
+
     def cancel(self) -> None:
         """Abandon the connect: close attempts, timers and a half-set-up channel (any
         thread; idempotent). ``on_setup`` will not run after this."""
@@ -139,6 +149,7 @@ class ClientBootstrap:
             check_port(port)
         request = ConnectRequest(self.loop, on_setup)
         on_setup = request.on_setup
+        on_shutdown = request.wrap_on_shutdown(on_shutdown)
         if tls is not None:
             local = self.socket_options.domain is SocketDomain.LOCAL
             setup = TlsClientSetup(tls, handler_factory, on_setup, on_shutdown,
