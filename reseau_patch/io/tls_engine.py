@@ -203,13 +203,14 @@ class TlsEngine:
         self._set_state(TlsState.OPEN)
 
     def read_into(self, buffer: Any, n: int = 0) -> int:
-        """Decrypt up to ``n`` (default: the buffer's size) bytes into ``buffer``.
+        """Decrypt up to ``n`` bytes into ``buffer`` (``n`` <= 0 or larger than the buffer:
+        the buffer's size, as ``SSLObject.read``).
 
-        0 means the peer sent close_notify (or ``n`` was 0). ``SSLWantReadError``: feed
+        0 means the peer sent close_notify. ``SSLWantReadError``: feed
         more. ``SSLEOFError``: the transport ended without close_notify (truncation).
         """
         try:
-            got = self._sslobj.read(n or len(buffer), buffer)
+            got = self._sslobj.read(n, buffer)  # n <= 0 or beyond the buffer: its size
         except ssl.SSLWantReadError:
             raise
         except ssl.SSLZeroReturnError:
@@ -218,7 +219,7 @@ class TlsEngine:
         except (ssl.SSLError, OSError) as exc:
             self._fail(exc)
             raise
-        if not got and n != 0 and len(buffer):
+        if not got and (n > 0 or len(buffer)):
             self._close_received()
         return got
 
