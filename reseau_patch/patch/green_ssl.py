@@ -32,13 +32,14 @@ from __future__ import annotations
 import _socket
 import errno
 import ssl
+import weakref
 from typing import Any
 
 from gevent.monkey import get_original
 
 from ..io.tls_engine import TlsEngine
 from .green_socket import GreenSocket, _yield_to_hub
-from .waiting import READ, WRITE
+from .waiting import READ, WRITE, FdWaits
 
 __all__ = ["ReseauSSLSocket", "install", "uninstall"]
 
@@ -108,6 +109,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                       fileno=sock.fileno())
         self = cls.__new__(cls, **kwargs)
         GreenSocket.__init__(self, **kwargs)
+        # No reference cycle through the waits (bpo-7943: dropping an SSL socket frees it
+        # at once, with the stdlib's ResourceWarning).
+        self._rp_waits = FdWaits(weakref.proxy(self))
         self._rp_lock = _allocate_lock()
         sock_timeout = sock.gettimeout()
         # Plaintext a plain patched socket read past an earlier unwrap(): TLS bytes now.
@@ -279,6 +283,26 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 deadline = self._deadline()
             self._rp_wait(READ, deadline, "The read operation timed out")
 
+    def _rp_more(self, engine: TlsEngine, buffer: Any, got: int, n: int) -> int:
+        """After a read into ``buffer`` returned ``got`` bytes (OpenSSL gives one record per
+        call): more records already received, without touching the kernel."""
+        with memoryview(buffer) as view, view.cast("B") as whole:
+            size = whole.nbytes if n <= 0 or n > whole.nbytes else n
+            more = 0
+            self._rp_acquire()
+            try:
+                while got + more < size and engine.incoming_pending():
+                    try:
+                        k = engine.read_into(whole[got + more:size])
+                    except _SSLError:
+                        break  # reported by the next read, as the stdlib would
+                    if not k:
+                        break
+                    more += k
+            finally:
+                self._rp_lock.release()
+        return more
+
     def _rp_push(self, engine: TlsEngine, data: Any, everything: bool) -> int:
         """Encrypt and send ``data``: all of it (blocking), or one chunk that the kernel
         or ``_rp_out`` took (non-blocking; ``SSLWantWriteError`` if neither can)."""
@@ -390,6 +414,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 self._rp_handshake(engine, self._rp_timeout)
             if buffer is not None:
                 got = self._rp_pull(engine, len, engine.read_into, buffer, len)
+                if got and engine.incoming_pending():
+                    got += self._rp_more(engine, buffer, got, len)
             else:
                 got = self._rp_pull(engine, len, engine.read, len)
         except _SSLError as x:
