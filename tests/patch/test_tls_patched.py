@@ -62,3 +62,10 @@ def test_tls_sockets_cross_real_threads():
     assert "client verification failed unable to get local issuer certificate" in out
     assert "server side of the failed handshake ['SSLError']" in out
     assert "second handshake b'AGAIN'" in out and out.rstrip().endswith("done")
+
+
+def test_cancelled_tls_calls_leave_nothing_behind():
+    out = run("tls_cancel.py")
+    assert "handshake cancelled\nfds after cancelled handshake 0\n" in out, out
+    assert "read cancelled\nafter cancel b'late'\necho b'OK'\n" in out, out
+    assert "killed reader dead True\nfds at the end 0\n" in out, out
