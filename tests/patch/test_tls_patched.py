@@ -69,3 +69,8 @@ def test_cancelled_tls_calls_leave_nothing_behind():
     assert "handshake cancelled\nfds after cancelled handshake 0\n" in out, out
     assert "read cancelled\nafter cancel b'late'\necho b'OK'\n" in out, out
     assert "killed reader dead True\nfds at the end 0\n" in out, out
+
+
+def test_random_read_and_write_sizes_both_ways():
+    out = run("tls_stream.py")
+    assert "all bytes once, in order [True, True, True, True]" in out, out
