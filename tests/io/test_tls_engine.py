@@ -265,3 +265,18 @@ def test_post_handshake_auth(certs, tmp_path):
     pump(c, s)
     assert read_all(s) == b"me"
     assert s.sslobj.getpeercert()["subject"] == ((("commonName", "client"),),)
+
+
+def test_engine_imports_no_socket_loop_or_greenlet():
+    import ast
+    import inspect
+
+    import reseau_patch.io.tls_engine as mod
+
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(mod))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(("." * node.level) + (node.module or ""))
+    assert names <= {"__future__", "enum", "ssl", "typing", ".tls_options"}, names
