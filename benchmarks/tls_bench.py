@@ -35,7 +35,7 @@ TIMEOUT = 300
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     from . import tls_patched as tp
 
-    mib, gets, handshakes = (2, 10, 5) if quick else (64, 300, 100)
+    mib, gets, handshakes = (2, 10, 5) if quick else (32, 200, 60)
     with tempfile.TemporaryDirectory(prefix="reseau-tls-bench-") as workdir:
         tp.make_pki(workdir)
         server = subprocess.Popen([sys.executable, str(Path(tp.__file__)), "--server", workdir,

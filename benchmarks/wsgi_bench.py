@@ -33,7 +33,7 @@ TIMEOUT = 120
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     from . import wsgi_servers as ws
 
-    res = ws.workload(impl, "hello", 50, 1, 1.0 if quick else 4.0)
+    res = ws.workload(impl, "hello", 50, 1, 1.0 if quick else 3.0)
     if res.get("errors"):
         raise RuntimeError(f"wrk saw {res['errors']} errors")
     return {"rps": res["rps"], "p99": res["p99_ms"]}
