@@ -132,7 +132,7 @@ def _read_skip(path: str | None) -> tuple[set[str], list[str]]:
     return ({x for x in lines if "*" not in x}, [x for x in lines if "*" in x])
 
 
-def _setup_support() -> None:
+def _setup_support(module: str) -> None:
     """What regrtest sets before a module runs: resources (-u all minus outside network)."""
     from test import support
 
@@ -140,9 +140,10 @@ def _setup_support() -> None:
         from test.libregrtest.utils import ALL_RESOURCES
     except ImportError:  # layout of another CPython minor version
         from test.libregrtest.cmdline import ALL_RESOURCES  # type: ignore[no-redef]
-    from cpython_suite import NO_RESOURCES
+    from cpython_suite import resources_denied
 
-    support.use_resources = [r for r in ALL_RESOURCES if r not in NO_RESOURCES]
+    denied = resources_denied(module)
+    support.use_resources = [r for r in ALL_RESOURCES if r not in denied]
     support.verbose = 0
     support.failfast = False
 
@@ -166,13 +167,16 @@ def main(argv: list[str]) -> int:
     status["patch_info"] = mode_entry.patch_info(patcher)
     mode_entry._write_json(status_path, status)
 
-    _setup_support()
+    _setup_support(module)
     skip, patterns = _read_skip(skip_file)
     with open(events_path, "a", encoding="utf-8") as events:
         result = EventResult(events)
         try:
             mod = importlib.import_module(f"test.{module}")
             tests = unittest.defaultTestLoader.loadTestsFromModule(mod)
+        except unittest.SkipTest as exc:  # ResourceDenied at import: regrtest counts a skip
+            result.addSkip(_ModuleImport(module), str(exc))
+            return 0
         except BaseException:  # noqa: BLE001 - an import failure is the module's one result
             result._fail(_ModuleImport(module), sys.exc_info(), "error")
             return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ class Budget:
 def _paths(runs_dir: Path, mode: str) -> dict[str, Path]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     return {k: runs_dir / f"{mode}.{k}"
-            for k in ("status.json", "events.jsonl", "out", "err", "skip")}
+            for k in ("status.json", "events.jsonl", "out", "err", "skip", "cwd")}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -83,7 +84,7 @@ def _attempt(
     """One child run: (exit code, "exited" | "hang" | "stall" | "timeout", open test id)."""
     with paths["out"].open("ab") as out, paths["err"].open("ab") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True,
-                                cwd=paths["out"].parent)
+                                cwd=paths["cwd"])
         seen_open: str | None = None
         since = time.monotonic()
         last_size = -1
@@ -131,8 +132,12 @@ def run_module(
     patterns of test ids to keep (a partial run), None for all."""
     suite = cpython_suite.PREFIX + module
     paths = _paths(runs_dir, mode.name)
+    shutil.rmtree(paths["cwd"], ignore_errors=True)
     for p in paths.values():
         p.unlink(missing_ok=True)
+    # The tests' working directory (regrtest runs them in a temporary one: they write TESTFN
+    # files there, and a killed attempt leaves its files behind); removed when the module ends.
+    paths["cwd"].mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GEVENT"))}
     env["PYTHONUNBUFFERED"] = "1"
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.monotonic()
@@ -169,6 +174,7 @@ def run_module(
             break
         if attempt == MAX_RESTARTS:
             status, error = "crashed", f"gave up after {MAX_RESTARTS} restarts"
+    shutil.rmtree(paths["cwd"], ignore_errors=True)
     res = ModeResult(suite, mode.name, status, code, round(time.monotonic() - t0, 1), started)
     res.source = "events"
     res.outcomes = {**_outcomes(read_events(paths["events.jsonl"])), **extra}

@@ -27,6 +27,12 @@ EXCLUDED: dict[str, str] = {
 
 # regrtest's -u: every resource except those that reach beyond this host.
 NO_RESOURCES = ("network", "urlfetch")
+# Modules that gate themselves on "network" although they only use loopback and unix sockets
+# (the loopback guard would refuse anything else): the resource is enabled for them alone.
+NETWORK_BUT_LOCAL: dict[str, str] = {
+    "test_socketserver": "requires('network') at import, yet serves and connects on "
+                         "localhost and unix paths only",
+}
 
 NOTES: tuple[str, ...] = (
     f"CPython {platform.python_version()}'s own test module, run in-process with unittest "
@@ -37,10 +43,18 @@ NOTES: tuple[str, ...] = (
 )
 
 
+def resources_denied(module: str) -> tuple[str, ...]:
+    """The regrtest resources left disabled for ``module``."""
+    return tuple(r for r in NO_RESOURCES if not (r == "network" and module in NETWORK_BUT_LOCAL))
+
+
 def notes_for(module: str) -> list[str]:
-    """The exclusions that concern ``module``, as report notes."""
-    return [f"excluded in every mode: `{p}` — {why}" for p, why in EXCLUDED.items()
-            if p.startswith(f"test.{module}.")]
+    """The exclusions and resource exceptions that concern ``module``, as report notes."""
+    notes = [f"excluded in every mode: `{p}` — {why}" for p, why in EXCLUDED.items()
+             if p.startswith(f"test.{module}.")]
+    if module in NETWORK_BUT_LOCAL:
+        notes.append(f"resource `network` enabled: {NETWORK_BUT_LOCAL[module]}")
+    return notes
 
 
 def suite_names() -> list[str]:
