@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shlex
 import sys
 import time
@@ -286,9 +287,27 @@ def explain(results: list[ModeResult], lines: int = 8) -> int:
         for test_id, o in sorted(res.outcomes.items()):
             if o.outcome in FAILING and expectations.excuse(exps, test_id, res.mode) is None:
                 n += 1
-                tail = "\n".join("    " + x for x in o.message.strip().splitlines()[-lines:])
-                print(f"{res.suite} [{res.mode}] {o.outcome}: {test_id}\n{tail}\n", flush=True)
+                msg = o.message.strip().splitlines()
+                tail = [*_test_frame(msg, lines), *msg[-lines:]]
+                print(f"{res.suite} [{res.mode}] {o.outcome}: {test_id}\n"
+                      + "\n".join("    " + x for x in tail) + "\n", flush=True)
     return n
+
+
+_TEST_FRAME = re.compile(r'\s*File ".*/test/(test_\w+\.py)", line (\d+), in (\w+)')
+
+
+def _test_frame(msg: list[str], lines: int) -> list[str]:
+    """The innermost frame in the test module itself, if the traceback's tail does not show
+    it (then the tail is all inside the library: this line says which test call got there)."""
+    for i in range(len(msg) - 1, -1, -1):
+        m = _TEST_FRAME.match(msg[i])
+        if m:
+            if i >= len(msg) - lines:
+                return []
+            code = msg[i + 1].strip() if i + 1 < len(msg) else ""
+            return [f"(test frame: {m.group(1)}:{m.group(2)} in {m.group(3)}: {code})", "..."]
+    return []
 
 
 def check(results: list[ModeResult]) -> list[str]:
