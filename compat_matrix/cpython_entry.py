@@ -9,8 +9,10 @@ Same order as mode_entry.py: the loopback guard (an audit hook refusing non-loop
 and datagrams), then the patch, then ``test.support`` and the module are imported. Each test
 writes ``{"id", "when": "start"}`` before it runs and ``{"id", "when": "end", "outcome",
 "message"}`` after, one JSON line each, flushed: the parent's watchdog reads the last start
-without an end as the test that hangs. SKIP_FILE lists test ids (fnmatch patterns allowed) to
-leave out: the exclusions, and on a restart every test an earlier attempt already reached.
+without an end as the test that hangs. Before the first test, a ``{"id": "<plan>", "when":
+"plan", "ids": [...]}`` line lists the tests this attempt will run. SKIP_FILE lists test ids
+(fnmatch patterns allowed) to leave out: the exclusions, and on a restart every test an earlier
+attempt already reached.
 Ends with ``os._exit``: a leaked non-daemon thread must not hang interpreter shutdown.
 """
 
@@ -26,6 +28,7 @@ import unittest
 import mode_entry
 
 MESSAGE_CHARS = 4000
+PLAN_ID = "<plan>"
 _ENTRY_ERROR_EXIT = mode_entry.ENTRY_ERROR_EXIT
 
 
@@ -182,6 +185,10 @@ def main(argv: list[str]) -> int:
             return 0
         selected = [t for t in _filtered(tests, skip, patterns)
                     if not keep or _matches(t.id(), keep)]
+        # The plan lets the parent name the tests a class breaker leaves out (cpython_runner).
+        events.write(json.dumps({"id": PLAN_ID, "when": "plan",
+                                 "ids": [t.id() for t in selected]}) + "\n")
+        events.flush()
         unittest.TestSuite(selected).run(result)
     return 0
 

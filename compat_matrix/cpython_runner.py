@@ -10,9 +10,12 @@ started) and streams a start and an end event per test. The watchdog polls that 
     running --(process exits between tests)---> module ends
 
 A restart skips every test an earlier attempt reached (ended, hung or crashed) plus the
-exclusions, so each test runs at most once per mode. Modules of one mode may run ``jobs`` at a
-time; all share the mode's deadline. Threads here only wait on children (the runner is not
-patched).
+exclusions, so each test runs at most once per mode. Class breaker: once CLASS_HANG_LIMIT tests
+of one class have hung, its tests not yet run are recorded as ``hang`` without running (their
+message says so), so a class whose every test hangs (a whole TLS server class) costs three
+budgets, not one per test; this keeps a mode within its bound. Modules of one mode may run
+``jobs`` at a time; all share the mode's deadline. Threads here only wait on children (the
+runner is not patched).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ ENTRY = Path(__file__).resolve().parent / "cpython_entry.py"
 PATCH_ERROR_EXIT = 90
 POLL_SECONDS = 1.0
 MAX_RESTARTS = 40
+CLASS_HANG_LIMIT = 3
+PLAN_ID = "<plan>"  # cpython_entry.PLAN_ID
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,28 @@ def _attempt(
                 return proc.returncode, "stall", None
 
 
+def _class_of(test_id: str) -> str:
+    return test_id.rsplit(".", 1)[0]
+
+
+def _break_classes(events: list[dict], reached: set[str], extra: dict[str, TestOutcome]) -> None:
+    """Record as ``hang`` (not run) the unreached tests of classes with CLASS_HANG_LIMIT hangs."""
+    hangs: dict[str, int] = {}
+    for test_id, o in extra.items():
+        if o.outcome == "hang":
+            hangs[_class_of(test_id)] = hangs.get(_class_of(test_id), 0) + 1
+    broken = {c for c, n in hangs.items() if n >= CLASS_HANG_LIMIT}
+    if not broken:
+        return
+    plans = [ev for ev in events if ev["when"] == "plan"]
+    for test_id in plans[0]["ids"] if plans else []:
+        cls = _class_of(test_id)
+        if cls in broken and test_id not in reached and test_id not in extra:
+            extra[test_id] = TestOutcome(
+                "hang", f"not run: {hangs[cls]} earlier tests of {cls.rsplit('.', 1)[-1]} hung "
+                f"(class breaker after {CLASS_HANG_LIMIT} hangs); counted as a hang")
+
+
 def _outcomes(events: list[dict]) -> dict[str, TestOutcome]:
     out: dict[str, TestOutcome] = {}
     for ev in events:
@@ -145,8 +172,9 @@ def run_module(
     status, error, code = "ok", "", None
     for attempt in range(MAX_RESTARTS + 1):
         events = read_events(paths["events.jsonl"])
-        reached = {ev["id"] for ev in events} | set(extra)
-        lines = [*cpython_suite.EXCLUDED, *sorted(reached)]
+        reached = {ev["id"] for ev in events if ev["when"] != "plan"} | set(extra)
+        _break_classes(events, reached, extra)
+        lines = [*cpython_suite.EXCLUDED, *sorted(reached | set(extra))]
         paths["skip"].write_text("\n".join(lines) + "\n", encoding="utf-8")
         cmd = [sys.executable, str(ENTRY), str(paths["status.json"]),
                str(paths["events.jsonl"]), mode.patcher, json.dumps(mode.kwargs), mode.name,
@@ -178,10 +206,12 @@ def run_module(
     res = ModeResult(suite, mode.name, status, code, round(time.monotonic() - t0, 1), started)
     res.source = "events"
     res.outcomes = {**_outcomes(read_events(paths["events.jsonl"])), **extra}
-    restarts = list(extra)
+    restarts = [k for k, v in extra.items() if not v.message.startswith("not run")]
     if restarts:
         note = f"{len(restarts)} test(s) killed (hang/crash) and restarted past: " + ", ".join(
             restarts)
+        broken = len(extra) - len(restarts)
+        note += f"; {broken} more not run by the class breaker" if broken else ""
         error = f"{error}; {note}" if error else note
     res.error = error
     st = json.loads(paths["status.json"].read_text()) if paths["status.json"].exists() else {}
