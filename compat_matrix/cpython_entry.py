@@ -13,13 +13,18 @@ without an end as the test that hangs. Before the first test, a ``{"id": "<plan>
 "plan", "ids": [...]}`` line lists the tests this attempt will run. SKIP_FILE lists test ids
 (fnmatch patterns allowed) to leave out: the exclusions, and on a restart every test an earlier
 attempt already reached.
+With $COMPAT_MATRIX_HANG_DUMP and $COMPAT_MATRIX_DUMP_AFTER set, faulthandler writes every
+thread's stack to that file when a test runs that long, and SIGUSR2 (sent by the watchdog before
+the kill) adds every suspended greenlet's stack; the parent attaches both to the hang.
 Ends with ``os._exit``: a leaked non-daemon thread must not hang interpreter shutdown.
 """
 
+import faulthandler
 import fnmatch
 import importlib
 import json
 import os
+import signal as _signal
 import sys
 import time
 import traceback
@@ -40,9 +45,10 @@ class EventResult(unittest.TestResult):
     ``setUpClass (test.test_x.Y)``.
     """
 
-    def __init__(self, events) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, events, dump=None, dump_after: float = 0.0) -> None:  # type: ignore[no-untyped-def]
         super().__init__()
         self._events = events
+        self._dump, self._dump_after = dump, dump_after
         self._bad: dict[str, tuple[str, str]] = {}
         self._started: dict[str, float] = {}
 
@@ -59,9 +65,15 @@ class EventResult(unittest.TestResult):
         super().startTest(test)
         self._started[test.id()] = time.monotonic()
         self._write({"id": test.id(), "when": "start"})
+        if self._dump is not None:  # every thread's stack, just before the watchdog kills us
+            self._dump.write(f"\n== {test.id()}\n")
+            self._dump.flush()
+            faulthandler.dump_traceback_later(self._dump_after, file=self._dump)
 
     def stopTest(self, test) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
         super().stopTest(test)
+        if self._dump is not None:
+            faulthandler.cancel_dump_traceback_later()
         bad = self._bad.pop(test.id(), None)
         if bad is not None:
             self._end(test.id(), *bad)
@@ -109,6 +121,21 @@ class EventResult(unittest.TestResult):
     def addUnexpectedSuccess(self, test) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
         super().addUnexpectedSuccess(test)
         self._bad[test.id()] = ("failed", "unexpected success of an expectedFailure test")
+
+
+def _dump_greenlets(out) -> None:  # type: ignore[no-untyped-def]
+    """SIGUSR2 (the watchdog, just before a kill): every thread's and every suspended greenlet's
+    stack, which faulthandler cannot see. Runs in the main thread between bytecodes."""
+    import gc
+
+    out.write("\n-- Python stacks of every thread and suspended greenlet (outermost first):\n")
+    for ident, frame in sys._current_frames().items():
+        out.write(f"thread {ident}:\n" + "".join(traceback.format_stack(frame)))
+    greenlet = sys.modules.get("greenlet")
+    for obj in gc.get_objects() if greenlet is not None else ():
+        if isinstance(obj, greenlet.greenlet) and getattr(obj, "gr_frame", None) is not None:
+            out.write(f"greenlet {obj!r}:\n" + "".join(traceback.format_stack(obj.gr_frame)))
+    out.flush()
 
 
 def _matches(test_id: str, patterns: list[str]) -> bool:
@@ -172,8 +199,13 @@ def main(argv: list[str]) -> int:
 
     _setup_support(module)
     skip, patterns = _read_skip(skip_file)
+    dump_path = os.environ.get("COMPAT_MATRIX_HANG_DUMP")
+    dump_after = float(os.environ.get("COMPAT_MATRIX_DUMP_AFTER", "0") or 0)
+    dump = open(dump_path, "a", encoding="utf-8") if dump_path and dump_after > 0 else None  # noqa: SIM115
+    if dump is not None:
+        _signal.signal(_signal.SIGUSR2, lambda signum, frame: _dump_greenlets(dump))
     with open(events_path, "a", encoding="utf-8") as events:
-        result = EventResult(events)
+        result = EventResult(events, dump, dump_after)
         try:
             mod = importlib.import_module(f"test.{module}")
             tests = unittest.defaultTestLoader.loadTestsFromModule(mod)

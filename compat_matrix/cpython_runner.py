@@ -59,7 +59,7 @@ class Budget:
 def _paths(runs_dir: Path, mode: str) -> dict[str, Path]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     return {k: runs_dir / f"{mode}.{k}"
-            for k in ("status.json", "events.jsonl", "out", "err", "skip", "cwd")}
+            for k in ("status.json", "events.jsonl", "out", "err", "skip", "cwd", "stacks")}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -71,6 +71,15 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        pass
+
+
+def _ask_for_stacks(proc: subprocess.Popen[bytes], wait: float = 3.0) -> None:
+    """SIGUSR2 the child (cpython_entry dumps greenlet stacks) and give it a moment."""
+    try:
+        os.kill(proc.pid, signal.SIGUSR2)
+        proc.wait(timeout=wait)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
 
 
@@ -111,11 +120,27 @@ def _attempt(
                 _kill(proc)
                 return proc.returncode, "timeout", seen_open
             if seen_open is not None and now - since > budget.per_test:
+                _ask_for_stacks(proc)
                 _kill(proc)
                 return proc.returncode, "hang", seen_open
             if seen_open is None and now - since > 2 * budget.per_test:
                 _kill(proc)
                 return proc.returncode, "stall", None
+
+
+def _stacks(path: Path, test_id: str, lines: int = 120) -> str:
+    """The thread stacks faulthandler dumped while ``test_id`` hung (its last section)."""
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    marker = f"\n== {test_id}\n"
+    if marker not in text:
+        return ""
+    section = text.rsplit(marker, 1)[1].strip().splitlines()
+    if not section:
+        return ""
+    return "\nthread stacks just before the kill (innermost first):\n" + "\n".join(
+        section[:lines])
 
 
 def _class_of(test_id: str) -> str:
@@ -167,6 +192,8 @@ def run_module(
     paths["cwd"].mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GEVENT"))}
     env["PYTHONUNBUFFERED"] = "1"
+    env["COMPAT_MATRIX_HANG_DUMP"] = str(paths["stacks"])
+    env["COMPAT_MATRIX_DUMP_AFTER"] = f"{max(1.0, budget.per_test - 3):g}"
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.monotonic()
     extra: dict[str, TestOutcome] = {}
     status, error, code = "ok", "", None
@@ -183,7 +210,7 @@ def run_module(
         if how == "hang" and open_id:
             extra[open_id] = TestOutcome(
                 "hang", f"hang: still running after {budget.per_test:g} s; process killed, "
-                "module restarted past it")
+                "module restarted past it" + _stacks(paths["stacks"], open_id))
         elif how == "exited" and open_id:
             extra[open_id] = TestOutcome(
                 "error", f"crash: the process exited (code {code}) inside this test; module "

@@ -288,7 +288,9 @@ def explain(results: list[ModeResult], lines: int = 8) -> int:
             if o.outcome in FAILING and expectations.excuse(exps, test_id, res.mode) is None:
                 n += 1
                 msg = o.message.strip().splitlines()
-                tail = [*_test_frame(msg, lines), *msg[-lines:]]
+                # A hang's message ends with the greenlet stacks (the test's last): longer tail.
+                tail = msg[-5 * lines:] if o.outcome == "hang" else [*_test_frame(msg, lines),
+                                                                     *msg[-lines:]]
                 print(f"{res.suite} [{res.mode}] {o.outcome}: {test_id}\n"
                       + "\n".join("    " + x for x in tail) + "\n", flush=True)
     return n
