@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     runs += run_cpython(cpython, args) if cpython else []
     for name, entry, results in runs:
         old = merged["suites"].get(name, {})
+        entry["packages"] = entry.get("packages") or old.get("packages", {})
         # Modes run before (another invocation, another cache) keep their rows.
         entry["modes"] = {m: entry["modes"].get(m) or old.get("modes", {}).get(m)
                           for m in MODES if m in entry["modes"] or m in old.get("modes", {})}
