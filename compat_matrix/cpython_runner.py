@@ -11,10 +11,10 @@ started) and streams a start and an end event per test. The watchdog polls that 
 
 A restart skips every test an earlier attempt reached (ended, hung or crashed) plus the
 exclusions, so each test runs at most once per mode. Class breaker: once CLASS_HANG_LIMIT tests
-of one class have hung, its tests not yet run are recorded as ``hang`` without running (their
-message says so), so a class whose every test hangs (a whole TLS server class) costs three
-budgets, not one per test; this keeps a mode within its bound. Modules of one mode may run
-``jobs`` at a time; all share the mode's deadline. Threads here only wait on children (the
+of one class have hung one after another, its tests not yet run are recorded as ``hang``
+without running (their message says so), so a class whose every test hangs (a whole TLS server
+class) costs three budgets, not one per test; this keeps a mode within its bound. Modules of
+one mode may run ``jobs`` at a time; all share the mode's deadline. Threads here only wait on children (the
 runner is not patched).
 """
 
@@ -148,21 +148,28 @@ def _class_of(test_id: str) -> str:
 
 
 def _break_classes(events: list[dict], reached: set[str], extra: dict[str, TestOutcome]) -> None:
-    """Record as ``hang`` (not run) the unreached tests of classes with CLASS_HANG_LIMIT hangs."""
-    hangs: dict[str, int] = {}
-    for test_id, o in extra.items():
-        if o.outcome == "hang":
-            hangs[_class_of(test_id)] = hangs.get(_class_of(test_id), 0) + 1
-    broken = {c for c, n in hangs.items() if n >= CLASS_HANG_LIMIT}
-    if not broken:
-        return
+    """Record as ``hang`` (not run) the unreached tests of each class whose last
+    CLASS_HANG_LIMIT reached tests (in run order) all hung: a class where only some tests hang
+    (test_ssl's ThreadedTests) keeps running its other tests."""
     plans = [ev for ev in events if ev["when"] == "plan"]
-    for test_id in plans[0]["ids"] if plans else []:
+    order = plans[0]["ids"] if plans else []
+    by_class: dict[str, list[str]] = {}
+    for test_id in order:
+        if test_id in reached or test_id in extra:
+            by_class.setdefault(_class_of(test_id), []).append(test_id)
+    broken = set()
+    for cls, ids in by_class.items():
+        last = ids[-CLASS_HANG_LIMIT:]
+        if len(last) == CLASS_HANG_LIMIT and all(
+                t in extra and extra[t].outcome == "hang" and
+                not extra[t].message.startswith("not run") for t in last):
+            broken.add(cls)
+    for test_id in order:
         cls = _class_of(test_id)
         if cls in broken and test_id not in reached and test_id not in extra:
             extra[test_id] = TestOutcome(
-                "hang", f"not run: {hangs[cls]} earlier tests of {cls.rsplit('.', 1)[-1]} hung "
-                f"(class breaker after {CLASS_HANG_LIMIT} hangs); counted as a hang")
+                "hang", f"not run: the {CLASS_HANG_LIMIT} tests of {cls.rsplit('.', 1)[-1]} "
+                "before it hung one after another (class breaker); counted as a hang")
 
 
 def _outcomes(events: list[dict]) -> dict[str, TestOutcome]:

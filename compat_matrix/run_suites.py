@@ -364,8 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         entry["modes"] = {m: entry["modes"].get(m) or old.get("modes", {}).get(m)
                           for m in MODES if m in entry["modes"] or m in old.get("modes", {})}
         if args.report_only:
-            entry["run"] = old.get("run", {})
+            entry["run"] = dict(old.get("run", {}))
             entry["prepare_seconds"] = old.get("prepare_seconds")
+            for r in results:  # a cached run the report has not seen yet: say where it came from
+                if r.status != "not-run" and r.mode not in entry["run"]:
+                    entry["run"][r.mode] = {"at": r.started, "command": f"{command} (from the "
+                                            "cache of an earlier run)"}
         else:
             entry["run"] = dict(old.get("run", {}))
             entry["run"].update(
