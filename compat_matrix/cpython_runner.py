@@ -14,8 +14,8 @@ exclusions, so each test runs at most once per mode. Class breaker: once CLASS_H
 of one class have hung one after another, its tests not yet run are recorded as ``hang``
 without running (their message says so), so a class whose every test hangs (a whole TLS server
 class) costs three budgets, not one per test; this keeps a mode within its bound. Modules of
-one mode may run ``jobs`` at a time; all share the mode's deadline. Threads here only wait on children (the
-runner is not patched).
+one mode may run ``jobs`` at a time; all share the mode's deadline. Threads here only wait on
+children (the runner is not patched).
 """
 
 from __future__ import annotations
