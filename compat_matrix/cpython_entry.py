@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 import unittest
+from typing import IO
 
 import mode_entry
 
@@ -45,7 +46,8 @@ class EventResult(unittest.TestResult):
     ``setUpClass (test.test_x.Y)``.
     """
 
-    def __init__(self, events, dump=None, dump_after: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, events: IO[str], dump: IO[str] | None = None,
+                 dump_after: float = 0.0) -> None:
         super().__init__()
         self._events = events
         self._dump, self._dump_after = dump, dump_after
@@ -107,12 +109,11 @@ class EventResult(unittest.TestResult):
 
     def addSkip(self, test, reason: str) -> None:  # noqa: N802
         super().addSkip(test, reason)
-        if test.id() not in self._started:  # a skipped class: unittest never starts its tests
+        if test.id() in self._started:
+            self._bad[test.id()] = ("skipped", reason)
+        else:  # setUpClass/setUpModule raised SkipTest: no start/stop around it
             self._write({"id": test.id(), "when": "start"})
-        self._bad[test.id()] = ("skipped", reason)
-        if test.id() not in self._started:
             self._end(test.id(), "skipped", reason)
-            self._bad.pop(test.id(), None)
 
     def addExpectedFailure(self, test, err) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
         super().addExpectedFailure(test, err)
