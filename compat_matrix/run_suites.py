@@ -200,8 +200,10 @@ def cpython_entry(name: str, args: argparse.Namespace) -> dict:
         "notes": cpython_suite.notes_for(cpython_suite.module_of(name)),
         "packages": report.host_packages(),
         "run_args": [f"python compat_matrix/cpython_entry.py ... {cpython_suite.module_of(name)}",
-                     f"per-test budget {args.timeout_per_test:g} s",
-                     f"mode bound {args.cpython_mode_timeout:g} s", f"jobs {args.jobs}"],
+                     # --report-only cannot know the options of the runs it reads back
+                     *([] if args.report_only else [
+                         f"per-test budget {args.timeout_per_test:g} s",
+                         f"mode bound {args.cpython_mode_timeout:g} s", f"jobs {args.jobs}"])],
         "prepare_seconds": None,
         "modes": _mode_entries(name, _runs_dir(name, args)),
     }
