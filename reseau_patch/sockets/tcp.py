@@ -97,7 +97,10 @@ class TCPSocket(ChannelHandler):
         self.back_pressure = back_pressure or on_demand
         self.on_demand = on_demand
         self._granted = 0  # on-demand: window asked for and not yet delivered
-        self._want = 0  # on-demand: how much the current read would like
+        self._want = 0  # how much the current read would like (direct recv size, on-demand)
+        #: Bytes the current read needs buffered before it can return (-1: to EOF). A need
+        #: above the capacity grows the window for that read only (see _grant_for).
+        self._need = 1
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
         self._buf = bytearray()
@@ -236,6 +239,10 @@ class TCPSocket(ChannelHandler):
             return self._fill_direct(deadline)
         if self.on_demand:
             self._request()
+        else:
+            need = self._need
+            self._grant_for(self._available() + self.read_buffer_capacity if need < 0
+                            else need)
         self._park(self._reader, deadline)
         return True
 
@@ -262,9 +269,23 @@ class TCPSocket(ChannelHandler):
         elif self._pos > 65536 and self._pos * 2 > len(self._buf):
             del self._buf[:self._pos]  # compact once the dead prefix dominates
             self._pos = 0
-        if (n and self.back_pressure and not self.on_demand and not self._direct
-                and self.slot is not None and not self._shut_down):
-            self.slot.increment_read_window(n)
+        if n:
+            self._grant_for(0)
+
+    def _grant_for(self, need: int) -> None:
+        """Keep the read credit (bytes buffered + window the channel may still use) at
+        ``max(capacity, need)``. Consuming tops it up to the capacity; a read that needs
+        more than the capacity grows it for itself (else it would wait for bytes the
+        window never lets in); credit granted once is used up before more is granted, so
+        the buffer shrinks back to the capacity after such a read."""
+        slot = self.slot
+        if (not self.back_pressure or self.on_demand or self._direct or slot is None
+                or self._shut_down):
+            return
+        credit = self._available() + slot.window + slot.pending_increment
+        short = max(self.read_buffer_capacity, need) - credit
+        if short > 0:
+            slot.increment_read_window(short)
 
     def _request(self) -> None:
         """On-demand: ask the channel for the bytes the current read wants."""
@@ -379,6 +400,7 @@ class TCPSocket(ChannelHandler):
         self._check_thread("read")
         deadline = self._deadline()
         self._want = n if n is not None and n > 0 else 65536
+        self._need = n if n is not None and n > 0 else -1
         if n is None or n < 0:
             while self._wait_more(deadline):
                 pass
@@ -415,6 +437,7 @@ class TCPSocket(ChannelHandler):
                     self._got_eof()
                 return n
         self._want = len(view)
+        self._need = 1
         if not self._wait_readable(self._deadline()):
             return 0
         n = min(len(view), self._available())
@@ -442,6 +465,7 @@ class TCPSocket(ChannelHandler):
                     self._got_eof()
                 return data
         self._want = 65536
+        self._need = 1
         if not self._wait_readable(self._deadline()):
             return b""
         return self._take(self._available())
@@ -451,6 +475,7 @@ class TCPSocket(ChannelHandler):
         self._check_thread("readline")
         deadline = self._deadline()
         self._want = limit if limit > 0 else 8192
+        self._need = limit if limit > 0 else -1
         scanned = 0
         while True:
             idx = self._buf.find(b"\n", self._pos + scanned)
@@ -475,7 +500,7 @@ class TCPSocket(ChannelHandler):
         """
         self._check_thread("peek")
         deadline = self._deadline()
-        self._want = max(n, 1)
+        self._want = self._need = max(n, 1)
         while self._available() < max(n, 1):
             if not self._wait_more(deadline):
                 break
@@ -495,7 +520,7 @@ class TCPSocket(ChannelHandler):
     def eof(self) -> bool:
         """Block until data or EOF; True when the peer closed and nothing is buffered."""
         self._check_thread("eof")
-        self._want = 1
+        self._want = self._need = 1
         try:
             return not self._wait_readable(self._deadline())
         except OSError:
