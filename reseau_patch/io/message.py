@@ -28,6 +28,15 @@ class IoMessage:
         self.on_completion: Callable[[BaseException | None], None] | None = None
         self._pool = pool
 
+    @classmethod
+    def owning(cls, data: bytes) -> IoMessage:
+        """A write message that owns ``data`` as it is (no pool, no copy): for a sender
+        that already has its bytes in one object (ciphertext, a large write)."""
+        msg = cls(0)
+        msg.buf = data  # type: ignore[assignment]
+        msg.len = len(data)
+        return msg
+
     @property
     def capacity(self) -> int:
         return len(self.buf)

@@ -10,7 +10,14 @@ Contract:
   data, EOF, an error or the deadline. With back-pressure on, the channel may deliver at
   most ``read_buffer_capacity`` bytes ahead of the reader: consuming ``n`` bytes grants
   ``n`` back to the socket handler, so a slow reader holds at most its window (plus the
-  message in flight) in memory.
+  message in flight) in memory. A read that needs more than the capacity (``read(n)``
+  with a larger ``n``, ``read()`` to EOF, a long ``readline``/``peek``) grows the window
+  for itself, so no read pattern waits for bytes the window keeps out; afterwards the
+  buffer returns to its capacity.
+* **Reset.** Every byte the peer's kernel saw acknowledged before a reset (RST) is read
+  first, once; then each read raises ``ConnectionResetError`` (the error stays). Plain
+  (direct or channel) and TLS sockets behave alike; a TLS peer that closes without
+  close_notify ends the stream with ``ssl.SSLEOFError`` after its data.
 * **Writing.** ``write`` chunks into pooled messages and returns once they are queued;
   past :data:`WRITE_HIGH_WATER` bytes in flight it parks until the socket drains. A write
   error is sticky: it is raised by that call if it is already known, else by the next
@@ -42,7 +49,6 @@ import enum
 import errno
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direction
@@ -64,14 +70,6 @@ _DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct m
 _DIRECT_QUEUE_CHUNK = 256 * 1024  # direct mode: largest message queued behind a send
 
 
-def _owned_message(data: bytes) -> IoMessage:
-    """A write message that owns ``data`` (no pool, no copy into a 16 KiB buffer)."""
-    msg = IoMessage(0)
-    msg.buf = data  # type: ignore[assignment]
-    msg.len = len(data)
-    return msg
-
-
 class _State(enum.Enum):
     CONNECTED = "connected"
     CLOSING = "closing"
@@ -86,18 +84,13 @@ class TCPSocket(ChannelHandler):
     """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
 
     def __init__(self, loop: EventLoop, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-                 back_pressure: bool = True, on_demand: bool = False) -> None:
-        """``on_demand=True`` (the patch layer's mode): no window is granted ahead of a
-        reader; each blocking read asks the channel for what it wants, so bytes stay in
-        the kernel (where ``select`` on the fd sees them) until someone reads."""
+                 back_pressure: bool = True) -> None:
         if read_buffer_capacity <= 0:
             raise ValueError(f"read_buffer_capacity must be > 0, got {read_buffer_capacity}")
         self._loop = loop
         self.read_buffer_capacity = read_buffer_capacity
-        self.back_pressure = back_pressure or on_demand
-        self.on_demand = on_demand
-        self._granted = 0  # on-demand: window asked for and not yet delivered
-        self._want = 0  # how much the current read would like (direct recv size, on-demand)
+        self.back_pressure = back_pressure
+        self._want = 0  # how much the current read would like (direct recv size)
         #: Bytes the current read needs buffered before it can return (-1: to EOF). A need
         #: above the capacity grows the window for that read only (see _grant_for).
         self._need = 1
@@ -128,17 +121,6 @@ class TCPSocket(ChannelHandler):
         self._draw: _socket.socket | None = None
 
     # ================================================================ handler half
-    def inherit(self, old: TCPSocket) -> None:
-        """Continue ``old``'s stream (a hand-over to another loop, before this handler is
-        installed): its unread bytes, EOF, sticky errors, half-close and timeout."""
-        self._buf = bytearray(old._buf[old._pos:])
-        self._pos = 0
-        self._eof = old._eof
-        self._read_error = old._read_error
-        self._write_error = old._write_error
-        self._write_closed = old._write_closed
-        self._timeout = old._timeout
-
     def attach(self, channel: Channel) -> TCPSocket:
         """Bootstrap hook: called with the new channel before this handler is installed."""
         self.channel = channel
@@ -152,14 +134,10 @@ class TCPSocket(ChannelHandler):
 
     def initial_window_size(self) -> int:
         self._maybe_go_direct()  # set_handler asks this once we are linked into the chain
-        if self.on_demand:
-            return 0
         return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
         self._buf += msg.data()
-        if self.on_demand:
-            self._granted = max(0, self._granted - msg.len)
         msg.release()
         held = len(self._buf) - self._pos
         if held > self.max_buffered:
@@ -237,12 +215,8 @@ class TCPSocket(ChannelHandler):
             return False
         if self._direct:
             return self._fill_direct(deadline)
-        if self.on_demand:
-            self._request()
-        else:
-            need = self._need
-            self._grant_for(self._available() + self.read_buffer_capacity if need < 0
-                            else need)
+        need = self._need
+        self._grant_for(self._available() + self.read_buffer_capacity if need < 0 else need)
         self._park(self._reader, deadline)
         return True
 
@@ -279,26 +253,12 @@ class TCPSocket(ChannelHandler):
         window never lets in); credit granted once is used up before more is granted, so
         the buffer shrinks back to the capacity after such a read."""
         slot = self.slot
-        if (not self.back_pressure or self.on_demand or self._direct or slot is None
-                or self._shut_down):
+        if not self.back_pressure or self._direct or slot is None or self._shut_down:
             return
         credit = self._available() + slot.window + slot.pending_increment
         short = max(self.read_buffer_capacity, need) - credit
         if short > 0:
             slot.increment_read_window(short)
-
-    def _request(self) -> None:
-        """On-demand: ask the channel for the bytes the current read wants."""
-        if self._direct:
-            return  # the reader takes from the kernel itself
-        want = max(self._want, 1) - self._available() - self._granted
-        if want > 0 and self.slot is not None and not self._shut_down:
-            self._granted += want
-            self.slot.increment_read_window(want)
-
-    def pending(self) -> int:
-        """Bytes this socket holds that the kernel no longer shows (for select shims)."""
-        return self._available()
 
     # ---------------------------------------------------------------- direct mode
     def _maybe_go_direct(self) -> None:
@@ -539,43 +499,6 @@ class TCPSocket(ChannelHandler):
         if self._shut_down or self.slot is None:
             raise os_error(errno.EPIPE, "connection is shut down")
 
-    def write_from_loop(self, data: bytes,
-                        on_done: Callable[[BaseException | None], Any]) -> None:
-        """Queue all of ``data`` from a callback on this socket's loop, never parking (no
-        high-water wait: the caller waits for ``on_done`` before writing more, which bounds
-        what is in flight). ``on_done(err)`` runs once, after the last byte reached the
-        kernel or the write failed. For a write another thread hands to this loop."""
-        try:
-            self._check_write()
-        except OSError as exc:
-            on_done(exc)
-            return
-        view = memoryview(data)
-        total, off = len(view), 0
-        if not total:
-            on_done(None)
-            return
-        slot = self.slot
-        while off < total:
-            msg = slot.acquire_message(total - off)
-            n = msg.fill(view[off:])
-            off += n
-            self._in_flight += n
-            if off < total:
-                msg.on_completion = functools.partial(self._on_written, n)
-            else:
-                def last(err: BaseException | None, n: int = n) -> None:
-                    self._on_written(n, err)
-                    on_done(err)
-                msg.on_completion = last
-            try:
-                slot.send_message(msg, Direction.WRITE)
-            except BaseException as exc:  # noqa: BLE001 - reported through on_done
-                self._in_flight -= n
-                msg.release()
-                on_done(exc)
-                return
-
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Queue all of ``data``; returns its length. Parks while too much is in flight."""
         self._check_thread("write")
@@ -611,7 +534,7 @@ class TCPSocket(ChannelHandler):
             if self._direct:
                 # One message owning a copy of (part of) the rest, behind what is queued.
                 n = min(total - off, _DIRECT_QUEUE_CHUNK)
-                msg = _owned_message(bytes(view[off:off + n]))
+                msg = IoMessage.owning(bytes(view[off:off + n]))
             else:
                 msg = slot.acquire_message(total - off)
                 n = msg.fill(view[off:])

@@ -138,3 +138,15 @@ def endpoint_factory(kind: str, certs: Certs):
         return TcpEndpoint(a), TcpEndpoint(b)
 
     return make
+
+
+def connect_to(kind: str, certs: Certs, address: tuple[str, int], window: int | None = None
+               ) -> TCPSocket:
+    """Our ``kind`` of TCPSocket connected to a plain stdlib listener at ``address``
+    (the peer does its TLS by hand)."""
+    if kind == "direct":
+        return S.connect(*address, read_buffer_capacity=_cap(window))
+    if kind == "channel":
+        raw = stdsocket.create_connection(address, timeout=5)
+        return _channel_socket(raw, window, True)
+    return S.connect(*address, tls=True, ssl_cacert=certs.ca, read_buffer_capacity=_cap(window))

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 
 import gevent
 import pytest
 import stream_suite as suite
-from tcp_kinds import KINDS, Certs, endpoint_factory, socket_pair
+from reset_peer import ResettingPeer
+from tcp_kinds import KINDS, Certs, connect_to, endpoint_factory, socket_pair
 
 from reseau_patch import pki
 
@@ -30,7 +32,7 @@ def test_fixed_checks(run, certs, kind, check):
     run(check, endpoint_factory(kind, certs))
 
 
-@pytest.mark.parametrize("kind", ["direct", "channel"])  # tls: next commit (close_notify)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("window", [None, 20_000], ids=["default-window", "small-window"])
 def test_large_transfer_sha256(run, certs, kind, window):
     run(lambda: suite.check_large_transfer_sha256(endpoint_factory(kind, certs),
@@ -174,3 +176,43 @@ def test_buffer_returns_to_its_capacity_after_a_big_read(run, certs, kind):
             c.close()
             s.close()
     run(body)
+
+
+# ------------------------------------------------------------------ a peer that resets
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("window", [None, 16_384], ids=["default-window", "small-window"])
+def test_peer_reset_after_sending_delivers_every_acked_byte_then_the_error(
+        run, certs, kind, window):
+    """Every byte the peer's kernel saw acknowledged before its RST is read once, then
+    ConnectionResetError: the same on plain (direct, channel) and TLS sockets."""
+    payload = os.urandom(100_000)
+    ctx = None
+    if kind == "tls":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certs.cert, certs.key)
+    peer = ResettingPeer(payload, ctx)
+
+    def body():
+        sock = connect_to(kind, certs, peer.address, window)
+        try:
+            for _ in range(1000):  # the peer is a real thread: let it finish, bounded
+                if peer.done():
+                    break
+                gevent.sleep(0.01)
+            assert peer.done() and peer.error is None and peer.acked
+            got = bytearray()
+            with pytest.raises(ConnectionResetError):
+                while True:
+                    data = sock.readavailable()
+                    assert data, "EOF instead of the reset"
+                    got += data
+            assert bytes(got) == payload
+            with pytest.raises(ConnectionResetError):
+                sock.read(1)  # the error stays
+        finally:
+            sock.close()
+
+    try:
+        run(body)
+    finally:
+        peer.thread.join(10)
