@@ -12,6 +12,9 @@ Contract (the rules every :class:`ChannelHandler` may rely on and must keep):
   forward it with ``slot.send_message`` or ``release()`` it. A handler that raises from
   either keeps nothing: the sender releases the message and the channel shuts down with
   that error.
+* **Sizes.** A read message holds at most ``LARGE_FRAGMENT`` (256 KiB) bytes (the
+  socket handler reads bulk data in messages that big); a write message may hold any
+  number of bytes (``IoMessage.owning``). ``acquire_message`` hands out 16 KiB at most.
 * **Windows** (back-pressure on). A slot's ``window`` is what its left neighbour may still
   send it. ``send_message(READ)`` debits it and raises if the message does not fit: that is
   a bug in the sender, which must ask ``downstream_read_window()`` first — except while the

@@ -3,7 +3,8 @@
 Reading (design brief §4, adapted to level-triggered readiness):
 
 * Each readiness report reads up to ``min(max_read, downstream window)`` bytes (default
-  :data:`MAX_READ_PER_EVENT`, 256 KiB), in 16 KiB pool messages sent right one by one.
+  :data:`MAX_READ_PER_EVENT`, 256 KiB), each ``recv`` into one pooled message of up to
+  256 KiB (``MessagePool.acquire_large``), sent right as it is filled.
   Leftover data keeps the fd readable, so the next tick reports it again: that is the
   fairness rule (one connection cannot monopolise a tick) without a re-read task. A
   short read drained the kernel: it ends the turn (no ``recv`` that would only say EAGAIN).
@@ -25,14 +26,14 @@ from __future__ import annotations
 import _socket
 
 from .channel import ChannelHandler, ChannelSlot, Direction
-from .message import MAX_FRAGMENT, IoMessage
+from .message import LARGE_FRAGMENT, IoMessage
 from .socket import Socket
 
 __all__ = ["MAX_READ_PER_EVENT", "SocketHandler"]
 
-#: Most bytes read per readiness report (16 messages): large enough that bulk transfers
-#: pay the loop's per-event cost rarely, small enough to keep a tick short.
-MAX_READ_PER_EVENT = 16 * MAX_FRAGMENT
+#: Most bytes read per readiness report: large enough that bulk transfers pay the loop's
+#: per-event cost rarely, small enough to keep a tick short.
+MAX_READ_PER_EVENT = LARGE_FRAGMENT
 
 
 class SocketHandler(ChannelHandler):
@@ -87,8 +88,9 @@ class SocketHandler(ChannelHandler):
             return
         total = 0
         sock = self.socket
+        pool = slot.channel.pool
         while total < budget:
-            msg = slot.acquire_message(budget - total)
+            msg = pool.acquire_large(budget - total)
             try:
                 n = sock.read_into(msg.buf)
             except OSError as exc:

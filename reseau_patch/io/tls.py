@@ -58,7 +58,7 @@ from typing import Any
 
 from .alpn import AlpnHandler, AlpnSelector
 from .channel import Channel, ChannelHandler, ChannelSlot, ChannelTask, Direction, TaskStatus
-from .message import MAX_FRAGMENT, IoMessage
+from .message import LARGE_FRAGMENT, MAX_FRAGMENT, IoMessage
 from .tls_engine import TlsEngine
 from .tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions, TlsContextOptions
 
@@ -128,6 +128,7 @@ class TlsHandler(ChannelHandler):
         # Decrypted plaintext not yet handed right, and how the stream ends after it.
         self._backlog: deque[IoMessage] = deque()
         self._backlog_bytes = 0
+        self._head_off = 0  # bytes of the backlog's first message already handed right
         self._end_eof = False
         self._end_error: BaseException | None = None
 
@@ -337,27 +338,39 @@ class TlsHandler(ChannelHandler):
             return
         eng = self.engine
         pool = self.slot.channel.pool
-        backlog = self._backlog
-        while True:
-            msg = pool.acquire(MAX_FRAGMENT)
-            try:
-                got = eng.read_into(msg.buf, MAX_FRAGMENT)
-            except ssl.SSLWantReadError:
+        more = True
+        while more:
+            # Plaintext is at most the ciphertext held plus one record OpenSSL may have
+            # begun: one message takes it all (up to 256 KiB), record after record.
+            cap = min(LARGE_FRAGMENT,
+                      eng.incoming_pending() + eng.pending() + MAX_FRAGMENT)
+            msg = pool.acquire_large(cap)
+            view = memoryview(msg.buf)
+            off = 0
+            while off < cap:
+                try:
+                    got = eng.read_into(view[off:], cap - off)
+                except ssl.SSLWantReadError:
+                    more = False
+                    break
+                except ssl.SSLZeroReturnError:
+                    got = 0  # close_notify after we sent ours (unwrap): a clean EOF
+                except Exception as exc:  # noqa: BLE001 - SSLEOFError, bad MAC, alert
+                    self._end_error = exc
+                    more = False
+                    break
+                if got == 0:
+                    self._end_eof = True
+                    more = False
+                    break
+                off += got
+            view.release()
+            if off:
+                msg.len = off
+                self._backlog.append(msg)
+                self._backlog_bytes += off
+            else:
                 msg.release()
-                break
-            except ssl.SSLZeroReturnError:
-                got = 0  # close_notify after we sent ours (unwrap): still a clean EOF
-            except Exception as exc:  # noqa: BLE001 - SSLEOFError (truncation), bad MAC, alert
-                msg.release()
-                self._end_error = exc
-                break
-            if got == 0:
-                msg.release()
-                self._end_eof = True
-                break
-            msg.len = got
-            backlog.append(msg)
-            self._backlog_bytes += got
         self._flush_out()  # reading may answer the peer (TLS 1.3 KeyUpdate, alerts)
 
     def _deliver(self, past_window: bool = False) -> None:
@@ -366,21 +379,28 @@ class TlsHandler(ChannelHandler):
         slot = self.slot
         backlog = self._backlog
         while backlog and not self._read_closed:
-            window = len(backlog[0].buf) if past_window else slot.downstream_read_window()
+            msg = backlog[0]
+            off = self._head_off
+            left = msg.len - off
+            window = left if past_window else slot.downstream_read_window()
             if window <= 0:
                 break
-            msg = backlog[0]
-            if msg.len <= window:
+            if off == 0 and left <= window:
                 backlog.popleft()
-                self._backlog_bytes -= msg.len
+                self._backlog_bytes -= left
                 slot.send_message(msg, Direction.READ)
                 continue
-            part = slot.channel.pool.acquire(window)
-            part.fill(msg.data()[:window])
-            rest = msg.len - window
-            msg.buf[:rest] = msg.buf[window:msg.len]
-            msg.len = rest
-            self._backlog_bytes -= window
+            # The window (or an earlier split) cuts this message: send a copy of a part.
+            n = min(left, window)
+            part = slot.channel.pool.acquire_large(n)
+            part.fill(msg.data()[off:off + n])
+            self._backlog_bytes -= n
+            if n == left:
+                backlog.popleft()
+                msg.release()
+                self._head_off = 0
+            else:
+                self._head_off = off + n
             slot.send_message(part, Direction.READ)
         if not backlog and not self._read_closed:
             if self._end_error is not None:
@@ -494,6 +514,7 @@ class TlsHandler(ChannelHandler):
         while self._backlog:
             self._backlog.popleft().release()
         self._backlog_bytes = 0
+        self._head_off = 0
 
     def destroy(self) -> None:
         self._pending_writes.clear()

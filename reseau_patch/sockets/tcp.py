@@ -67,7 +67,7 @@ WRITE_HIGH_WATER = 1 << 20
 CLOSE_FLUSH_DEFAULT = 30.0
 _C = _socket.socket  # unbound C methods, as io/socket.py uses them
 _DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct mode
-_DIRECT_QUEUE_CHUNK = 256 * 1024  # direct mode: largest message queued behind a send
+_QUEUE_CHUNK = 256 * 1024  # largest write message sent into the channel
 
 
 class _State(enum.Enum):
@@ -96,8 +96,11 @@ class TCPSocket(ChannelHandler):
         self._need = 1
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
+        # Received bytes are _buf[_pos:_end]; the bytearray keeps its size between reads
+        # (shrinking and regrowing it costs a realloc and fresh pages per bulk message).
         self._buf = bytearray()
         self._pos = 0
+        self._end = 0
         self._eof = False
         self._read_error: BaseException | None = None
         self._write_error: BaseException | None = None
@@ -137,9 +140,9 @@ class TCPSocket(ChannelHandler):
         return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
-        self._buf += msg.data()
+        self._append(msg.data())
         msg.release()
-        held = len(self._buf) - self._pos
+        held = self._end - self._pos
         if held > self.max_buffered:
             self.max_buffered = held
         self._reader.wake()
@@ -195,7 +198,22 @@ class TCPSocket(ChannelHandler):
             raise TimeoutError(errno.ETIMEDOUT, f"timed out after {self._timeout} s")
 
     def _available(self) -> int:
-        return len(self._buf) - self._pos
+        return self._end - self._pos
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        end = self._end
+        buf = self._buf
+        if end + n > len(buf):
+            pos = self._pos
+            if pos:  # move what is held to the front (same-size slice: a memmove)
+                held = end - pos
+                buf[:held] = buf[pos:end]
+                self._pos, end = 0, held
+            if end + n > len(buf):
+                buf.extend(bytes(max(end + n - len(buf), len(buf))))
+        buf[end:end + n] = data
+        self._end = end + n
 
     def _wait_more(self, deadline: float | None) -> bool:
         """Wait for bytes beyond those buffered; False once no more can come.
@@ -231,18 +249,17 @@ class TCPSocket(ChannelHandler):
 
     def _take(self, n: int) -> bytes:
         pos = self._pos
-        out = bytes(self._buf[pos:pos + n])
+        with memoryview(self._buf) as mv:
+            out = bytes(mv[pos:min(pos + n, self._end)])
         self._consumed(len(out))
         return out
 
     def _consumed(self, n: int) -> None:
         self._pos += n
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[:self._pos]  # compact once the dead prefix dominates
-            self._pos = 0
+        if self._pos == self._end:
+            self._pos = self._end = 0
+            if len(self._buf) > max(4 * self.read_buffer_capacity, 1 << 20):
+                self._buf = bytearray()  # a big read is over: give its memory back
         if n:
             self._grant_for(0)
 
@@ -283,7 +300,7 @@ class TCPSocket(ChannelHandler):
 
     def _direct_ready(self) -> bool:
         """Whether a direct ``recv`` may run now: nothing buffered, nothing ended."""
-        return (self._direct and self._pos == len(self._buf)
+        return (self._direct and self._pos == self._end
                 and self._state is _State.CONNECTED and not self._eof
                 and self._read_error is None and not self._shut_down
                 and not self._dsh.shutting_down and not self._dsock.closed)
@@ -349,7 +366,7 @@ class TCPSocket(ChannelHandler):
         if not data:
             self._got_eof()
             return False
-        self._buf += data
+        self._append(data)
         held = avail + len(data)
         if held > self.max_buffered:
             self.max_buffered = held
@@ -401,7 +418,8 @@ class TCPSocket(ChannelHandler):
         if not self._wait_readable(self._deadline()):
             return 0
         n = min(len(view), self._available())
-        view[:n] = self._buf[self._pos:self._pos + n]
+        with memoryview(self._buf) as mv:
+            view[:n] = mv[self._pos:self._pos + n]
         self._consumed(n)
         return n
 
@@ -438,7 +456,7 @@ class TCPSocket(ChannelHandler):
         self._need = limit if limit > 0 else -1
         scanned = 0
         while True:
-            idx = self._buf.find(b"\n", self._pos + scanned)
+            idx = self._buf.find(b"\n", self._pos + scanned, self._end)
             if idx >= 0:
                 n = idx - self._pos + 1
                 break
@@ -464,7 +482,7 @@ class TCPSocket(ChannelHandler):
         while self._available() < max(n, 1):
             if not self._wait_more(deadline):
                 break
-        return bytes(self._buf[self._pos:self._pos + max(n, 1)])
+        return bytes(self._buf[self._pos:min(self._pos + max(n, 1), self._end)])
 
     def bytesavailable(self) -> int:
         """Bytes buffered right now (never blocks). In direct mode the bytes the kernel
@@ -531,13 +549,10 @@ class TCPSocket(ChannelHandler):
                 self._park(self._writer, deadline)
                 self._check_write()
                 continue
-            if self._direct:
-                # One message owning a copy of (part of) the rest, behind what is queued.
-                n = min(total - off, _DIRECT_QUEUE_CHUNK)
-                msg = IoMessage.owning(bytes(view[off:off + n]))
-            else:
-                msg = slot.acquire_message(total - off)
-                n = msg.fill(view[off:])
+            # One message owning a copy of (part of) the rest: a bulk write costs the
+            # channel one message per 256 KiB (TLS encrypts each in one engine call).
+            n = min(total - off, _QUEUE_CHUNK)
+            msg = IoMessage.owning(bytes(view[off:off + n]))
             off += n
             self._in_flight += n
             msg.on_completion = functools.partial(self._on_written, n)
@@ -598,7 +613,7 @@ class TCPSocket(ChannelHandler):
                 self._abort()
         self._state = _State.CLOSED
         self._buf = bytearray()
-        self._pos = 0
+        self._pos = self._end = 0
 
     def _abort(self) -> None:
         """Drop unsent bytes: close the OS socket so the shutdown completes now."""
@@ -692,9 +707,8 @@ class TCPSocket(ChannelHandler):
         was_direct = self._direct
         if was_direct:
             self._leave_direct()  # the socket handler reads for the TLS handler from now on
-        leftover = bytes(self._buf[self._pos:])
-        self._buf.clear()
-        self._pos = 0
+        leftover = bytes(self._buf[self._pos:self._end])
+        self._pos = self._end = 0
         eof, self._eof = self._eof, False  # from now on EOF is the TLS layer's to report
         tls_slot = ChannelSlot(slot.channel)
         slot.insert_left(tls_slot)
