@@ -113,6 +113,20 @@ def check_eof_after_close(make: PairFactory) -> None:
         b.close()
 
 
+def check_writes_then_close(make: PairFactory) -> None:
+    """Several small writes, then close at once (no half-close): every byte arrives
+    before EOF, however the writes were framed (TLS: one record each)."""
+    a, b = make()
+    try:
+        for piece in (b"x", b"y", b"zz"):
+            a.send(piece)
+        a.close()
+        assert recv_all(b, 1) == b"xyzz"
+    finally:
+        a.close()
+        b.close()
+
+
 def check_large_transfer_sha256(make: PairFactory, size: int = 8 << 20,
                                 window: int | None = None) -> None:
     """``size`` bytes each way at once (both sides writing and reading), SHA-256 checked."""
@@ -231,4 +245,5 @@ def random_transfers(make: PairFactory, max_examples: int = 25,
     return check
 
 
-ALL_CHECKS = (check_echo_both_ways, check_half_close_both_ways, check_eof_after_close)
+ALL_CHECKS = (check_echo_both_ways, check_half_close_both_ways, check_eof_after_close,
+              check_writes_then_close)

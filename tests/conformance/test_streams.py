@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import subprocess
+import sys
 
 import gevent
 import pytest
@@ -216,3 +218,37 @@ def test_peer_reset_after_sending_delivers_every_acked_byte_then_the_error(
         run(body)
     finally:
         peer.thread.join(10)
+
+
+# ------------------------------------------------------------------ patched kinds
+_SCENARIO = os.path.join(os.path.dirname(__file__), "scenarios", "patched_streams.py")
+#: Checks the patched SSL socket fails today: a peer's records that arrive together with
+#: its FIN are lost after the first (recv(1) gives b"x", then b""; the stdlib's gives
+#: b"x", b"y"). patch/green_ssl.py is being rewritten on the engine (issue 10, part A).
+_PATCHED_SSL_KNOWN_BAD = ["writes_then_close", "random_transfers"]
+_ALL = ["echo_both_ways", "half_close_both_ways", "eof_after_close", "writes_then_close",
+        "large_transfer_sha256", "large_transfer_sha256_small_window", "random_transfers"]
+
+
+def _run_patched(kind: str, checks: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "reseau_patch", "run", _SCENARIO, kind,
+                           *checks], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "all checks passed" in proc.stdout, (
+        f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}")
+
+
+def test_patched_socket_in_a_patched_interpreter():
+    """patch_all() cannot run inside pytest: the same suite runs in a subprocess."""
+    _run_patched("plain", _ALL)
+
+
+def test_patched_ssl_socket_in_a_patched_interpreter():
+    _run_patched("tls", [c for c in _ALL if c not in _PATCHED_SSL_KNOWN_BAD])
+
+
+@pytest.mark.xfail(strict=True, reason="patched SSL socket loses records that arrive with "
+                   "the peer's FIN (see _PATCHED_SSL_KNOWN_BAD); strict: a fix makes this fail "
+                   "until the mark goes")
+def test_patched_ssl_socket_known_bad_checks():
+    for check in _PATCHED_SSL_KNOWN_BAD:
+        _run_patched("tls", [check])
