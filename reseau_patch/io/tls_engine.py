@@ -134,29 +134,34 @@ class TlsEngine:
         if self._eof:
             raise ValueError("receive_data() after receive_eof()")
         n = self._in.write(data)
-        # Track TLS record framing so bytes_needed() knows where the current record ends.
+        # Track TLS record framing so bytes_needed() knows where the current record ends:
+        # one step per record, reading only the two length bytes of each header.
         left = self._rec_left
         if n <= left:
             self._rec_left = left - n
             return
+        view = data if isinstance(data, bytes) else memoryview(data)
+        if not isinstance(view, bytes) and (view.format != "B" or view.ndim != 1):
+            view = view.cast("B")
         pos = left
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         hdr = self._hdr
-        while pos < n:
-            need = _HEADER - len(hdr)
-            hdr += bytes(view[pos:pos + need])
-            pos += need
+        if hdr:  # a header split across two pieces (rare)
+            take = min(_HEADER - len(hdr), n - pos)
+            hdr += bytes(view[pos:pos + take])
+            pos += take
             if len(hdr) < _HEADER:
-                break
-            body = (hdr[3] << 8) | hdr[4]
-            hdr = b""
-            if pos + body > n:
-                self._rec_left = pos + body - n
-                self._hdr = b""
+                self._hdr = hdr
                 return
-            pos += body
-        self._rec_left = 0
-        self._hdr = hdr
+            pos += (hdr[3] << 8) | hdr[4]
+        last = n - _HEADER
+        while pos <= last:
+            pos += _HEADER + ((view[pos + 3] << 8) | view[pos + 4])
+        if pos >= n:
+            self._rec_left = pos - n
+            self._hdr = b""
+        else:
+            self._rec_left = 0
+            self._hdr = bytes(view[pos:n])
 
     def receive_eof(self) -> None:
         """The peer's transport ended: after what is buffered, reads see it."""

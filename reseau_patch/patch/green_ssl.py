@@ -89,6 +89,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     #: ``_rp_out_pos`` on); touched only under ``_rp_lock``.
     _rp_out = b""
     _rp_out_pos = 0
+    #: A TLS error met while topping up a read from records already received: raised
+    #: by the next read, where the stdlib's one-record-per-call read would meet it.
+    _rp_deferred: BaseException | None = None
 
     @classmethod
     def _create(cls, sock: Any, server_side: bool = False,
@@ -256,15 +259,27 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         except TimeoutError:
             raise TimeoutError(what) from None
 
-    def _rp_pull(self, engine: TlsEngine, want: int, op: Any, *args: Any) -> Any:
-        """``op(*args)`` (an engine read), feeding it from the kernel until it has data."""
+    def _rp_pull(self, engine: TlsEngine, n: int, buffer: Any) -> Any:
+        """Plaintext from the engine (into ``buffer``, or as bytes when it is None), fed
+        from the kernel until there is some."""
         nonblocking = self._rp_timeout == 0.0
+        lock = self._rp_lock
         deadline = _UNSET
         while True:
-            self._rp_acquire()
+            if not lock.acquire(False):
+                self._rp_acquire()
             try:
+                deferred = self._rp_deferred
+                if deferred is not None:
+                    self._rp_deferred = None
+                    raise deferred
                 try:
-                    return op(*args)
+                    if buffer is None:
+                        return engine.read(n)
+                    got = engine.read_into(buffer, n)
+                    if got and engine.incoming_pending():
+                        got += self._rp_more(engine, buffer, got, n)
+                    return got
                 except _WantRead:
                     pass
                 if self._rp_out or engine.outgoing_pending():
@@ -272,9 +287,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                         self._rp_flush(engine)
                     except OSError:
                         pass  # the read below sees how the connection ended
-                got = self._rp_fill(engine, want, nonblocking)
+                got = self._rp_fill(engine, n, nonblocking)
             finally:
-                self._rp_lock.release()
+                lock.release()
             if got >= 0:
                 continue
             if nonblocking:
@@ -285,22 +300,25 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     def _rp_more(self, engine: TlsEngine, buffer: Any, got: int, n: int) -> int:
         """After a read into ``buffer`` returned ``got`` bytes (OpenSSL gives one record per
-        call): more records already received, without touching the kernel."""
-        with memoryview(buffer) as view, view.cast("B") as whole:
-            size = whole.nbytes if n <= 0 or n > whole.nbytes else n
-            more = 0
-            self._rp_acquire()
+        call): more of the records already received, without touching the kernel. An error
+        met here is kept for the next read, where the stdlib would meet it. Lock held."""
+        whole = memoryview(buffer)
+        if whole.format != "B" or whole.ndim != 1:
+            whole = whole.cast("B")
+        size = whole.nbytes if n <= 0 or n > whole.nbytes else n
+        more = 0
+        read = engine.read_into
+        while got + more < size and engine.incoming_pending():
             try:
-                while got + more < size and engine.incoming_pending():
-                    try:
-                        k = engine.read_into(whole[got + more:size])
-                    except _SSLError:
-                        break  # reported by the next read, as the stdlib would
-                    if not k:
-                        break
-                    more += k
-            finally:
-                self._rp_lock.release()
+                k = read(whole[got + more:size])
+            except _WantRead:
+                break
+            except _SSLError as exc:
+                self._rp_deferred = exc
+                break
+            if not k:
+                break
+            more += k
         return more
 
     def _rp_push(self, engine: TlsEngine, data: Any, everything: bool) -> int:
@@ -412,12 +430,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         try:
             if not engine.handshake_done:
                 self._rp_handshake(engine, self._rp_timeout)
-            if buffer is not None:
-                got = self._rp_pull(engine, len, engine.read_into, buffer, len)
-                if got and engine.incoming_pending():
-                    got += self._rp_more(engine, buffer, got, len)
-            else:
-                got = self._rp_pull(engine, len, engine.read, len)
+            got = self._rp_pull(engine, len, buffer)
         except _SSLError as x:
             if x.args[0] == _SSL_ERROR_EOF and self.suppress_ragged_eofs:
                 got = 0 if buffer is not None else b""

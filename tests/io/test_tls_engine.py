@@ -5,6 +5,8 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reseau_patch import pki
 from reseau_patch.io.tls_engine import TlsEngine, TlsState
@@ -265,3 +267,50 @@ def test_post_handshake_auth(certs, tmp_path):
     pump(c, s)
     assert read_all(s) == b"me"
     assert s.sslobj.getpeercert()["subject"] == ((("commonName", "client"),),)
+
+
+def test_engine_imports_no_socket_loop_or_greenlet():
+    import ast
+    import inspect
+
+    import reseau_patch.io.tls_engine as mod
+
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(mod))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(("." * node.level) + (node.module or ""))
+    assert names <= {"__future__", "enum", "ssl", "typing", ".tls_options"}, names
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.integers(0, 20000), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(1, 50000), max_size=12),
+       kind=st.sampled_from(["bytes", "bytearray", "memoryview"]))
+def test_bytes_needed_follows_record_framing_for_any_split(certs, bodies, cuts, kind):
+    """Synthetic records fed in arbitrary pieces (OpenSSL never reads them here): after
+    each piece, bytes_needed() is what completes the record (or header) in progress."""
+    wire = b"".join(b"\x17\x03\x03" + b.to_bytes(2, "big") + b"\xab" * b for b in bodies)
+
+    def needed(fed: int) -> int:
+        start = 0
+        for b in bodies:
+            if fed < start + 5:
+                return start + 5 - fed  # inside this record's header
+            if fed < start + 5 + b:
+                return start + 5 + b - fed  # inside its body
+            start += 5 + b
+        return 5  # at a boundary: the next header
+
+    eng = TlsEngine(server_ctx(certs), server_side=True)
+    fed = 0
+    for cut in sorted({c % (len(wire) + 1) for c in cuts}) + [len(wire)]:
+        if cut <= fed:
+            continue
+        piece = wire[fed:cut]
+        eng.receive_data({"bytes": bytes, "bytearray": bytearray,
+                          "memoryview": memoryview}[kind](piece))
+        fed = cut
+        expected = needed(fed)
+        assert eng.bytes_needed() == expected, (fed, bodies)
