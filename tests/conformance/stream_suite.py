@@ -214,12 +214,17 @@ def run_pattern(make: PairFactory, p: Pattern) -> None:
                 a.close()
 
         w = gevent.spawn(writer)
+        reader = gevent.getcurrent()
+        # A writer that fails must fail the check, not leave the reader waiting forever.
+        w.link_exception(lambda g: reader.throw(g.exception))
         got = bytearray()
         i = 0
+        floor = -(-len(payload) // 4000)  # at most ~4000 reads: every example is bounded
         while len(got) < len(payload):
-            data = b.recv(p.reads[i % len(p.reads)])
+            want = max(p.reads[i % len(p.reads)], floor)
+            data = b.recv(want)
             assert data, f"EOF after {len(got)} of {len(payload)} bytes"
-            assert len(data) <= p.reads[i % len(p.reads)]
+            assert len(data) <= want
             got += data
             for _ in range(p.stalls[i % len(p.stalls)] if p.stalls else 0):
                 gevent.sleep(0)

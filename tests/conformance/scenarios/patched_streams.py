@@ -66,15 +66,17 @@ def _certs(d: str):
 
 def make_factory(sctx, cctx):
     def make(window=None, back_pressure=True):
-        # window: the receiving kernel buffer (SO_RCVBUF); back_pressure has no knob on a
-        # patched socket (the kernel always applies it).
+        # window: the kernel's receive buffer (SO_RCVBUF), at least 128 KiB: a buffer far
+        # below loopback's 64 KiB MSS makes Linux stop advertising window updates, and the
+        # sender then waits for zero-window probes with exponential backoff (minutes; the
+        # stdlib's blocking socket stalls the same way). back_pressure has no knob here.
         with socket.create_server(("127.0.0.1", 0)) as lsock:
             a = socket.create_connection(lsock.getsockname(), timeout=30)
             b, _ = lsock.accept()
         b.settimeout(30)
         if window:
             for s in (a, b):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(window, 1024))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, max(window, 128 << 10))
         if KIND == "plain":
             return SocketEndpoint(a), SocketEndpoint(b)
         server = gevent.spawn(sctx.wrap_socket, b, server_side=True)
