@@ -21,10 +21,7 @@ class Echo(ChannelHandler):
     """Server side: echo every byte; on the peer's EOF, finish writing and shut down."""
 
     def process_read(self, slot, msg):
-        out = slot.acquire_message(msg.len)
-        out.fill(msg.data())
-        msg.release()
-        slot.send_message(out, Direction.WRITE)
+        slot.send_message(msg, Direction.WRITE)  # the read message, any size, goes back
 
     def process_read_eof(self, slot):
         slot.channel.shutdown()  # graceful: queued echo bytes are flushed before close

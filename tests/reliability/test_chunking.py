@@ -116,10 +116,6 @@ def test_every_byte_once_in_order(run, certs):
     run(check, timeout=110)
 
 
-@pytest.mark.xfail(strict=True, raises=gevent.Timeout, reason=(
-    "sockets/tcp.py (not this area): on the channel path (TLS) with back-pressure, read(n) "
-    "for n above read_buffer_capacity (and read() to EOF of more than it) waits for bytes "
-    "the window never admits: it hangs with exactly read_buffer_capacity bytes buffered"))
 @pytest.mark.parametrize("n", [513, -1], ids=["read-n", "read-to-eof"])
 def test_tls_read_larger_than_the_window(run, certs, n):
     # Found by the search above: writes [521], read(513), window 512, TLS.
