@@ -225,7 +225,6 @@ _SCENARIO = os.path.join(os.path.dirname(__file__), "scenarios", "patched_stream
 #: Checks the patched SSL socket fails today: a peer's records that arrive together with
 #: its FIN are lost after the first (recv(1) gives b"x", then b""; the stdlib's gives
 #: b"x", b"y"). patch/green_ssl.py is being rewritten on the engine (issue 10, part A).
-_PATCHED_SSL_KNOWN_BAD = ["writes_then_close", "random_transfers"]
 _ALL = ["echo_both_ways", "half_close_both_ways", "eof_after_close", "writes_then_close",
         "large_transfer_sha256", "large_transfer_sha256_small_window", "random_transfers"]
 
@@ -243,12 +242,4 @@ def test_patched_socket_in_a_patched_interpreter():
 
 
 def test_patched_ssl_socket_in_a_patched_interpreter():
-    _run_patched("tls", [c for c in _ALL if c not in _PATCHED_SSL_KNOWN_BAD])
-
-
-@pytest.mark.xfail(strict=True, reason="patched SSL socket loses records that arrive with "
-                   "the peer's FIN (see _PATCHED_SSL_KNOWN_BAD); strict: a fix makes this fail "
-                   "until the mark goes")
-def test_patched_ssl_socket_known_bad_checks():
-    for check in _PATCHED_SSL_KNOWN_BAD:
-        _run_patched("tls", [check])
+    _run_patched("tls", _ALL)

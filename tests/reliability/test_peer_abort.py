@@ -1,6 +1,7 @@
 """Peer abort (RST via SO_LINGER 0) mid-stream and mid-TLS-record, for the Sockets API's
 plain and TLS sockets: every byte the peer's kernel saw acknowledged arrives exactly once,
-then the reader gets what the stdlib's socket (or ``ssl`` socket) gets in the same spot.
+then the reader gets what the stdlib's plain socket gets in the same spot (for TLS too: see
+``test_rst_then_the_stdlib_outcome``).
 
 The peer is a stdlib thread. It sends a payload, waits until its send queue is empty
 (every byte acknowledged: ``SIOCOUTQ`` is 0), for TLS also sends half of one more record,
@@ -185,9 +186,6 @@ def _our_outcome(tls: bool, certs: Certs, wait_for_reset: bool) -> tuple[str, st
 
 _WAIT = pytest.mark.parametrize("wait_for_reset", [True, False],
                                 ids=["read-after-rst", "reading"])
-_TLS_OUTCOME_XFAIL = pytest.mark.xfail(
-    strict=True, reason="io/tls.py (tlschan's area): after the last whole record a reset "
-    "ends our TLS stream as EOF, where the stdlib's ssl socket raises ConnectionResetError")
 
 
 @_WAIT
@@ -198,10 +196,14 @@ def test_rst_delivers_acknowledged_bytes_exactly_once(run, certs, tls, wait_for_
 
 
 @_WAIT
-@pytest.mark.parametrize("tls", [False, pytest.param(True, marks=_TLS_OUTCOME_XFAIL)],
-                         ids=["plain", "tls"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_rst_then_the_stdlib_outcome(run, certs, tls, wait_for_reset):
-    expected = _stdlib_outcome(tls, certs, wait_for_reset)
+    """After the bytes, the reset itself: what the stdlib's plain socket raises.
+
+    For TLS this is TCPSocket's documented contract (the reset is reported, as on plain
+    sockets): the ``ssl`` module's ``suppress_ragged_eofs`` turns the same reset into ``b""``,
+    and the *patched* SSL socket reproduces that (tests/patch/scenarios/tls_transcript.py)."""
+    expected = _stdlib_outcome(False, certs, wait_for_reset)
     assert expected[0] == hashlib.sha256(PAYLOAD).hexdigest()  # the probe itself is sound
     assert expected[1] == "ConnectionResetError"
     assert run(_our_outcome, tls, certs, wait_for_reset) == expected
