@@ -351,17 +351,22 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     def _rp_handshake(self, engine: TlsEngine, timeout: float | None) -> None:
         deadline = _UNSET
+        # Whether the engine got ciphertext since its last "want read": if not, stepping
+        # OpenSSL again cannot advance, so after a wait the kernel is read first.
+        fed = True
+        done = False
         while True:
             self._rp_acquire()
             try:
-                try:
-                    engine.do_handshake()  # callbacks run here, in the calling greenlet
-                    done = True
-                except _WantRead:
-                    done = False
-                except BaseException:
-                    self._rp_send_alert(engine)
-                    raise
+                if fed and not done:
+                    try:
+                        engine.do_handshake()  # callbacks run here, in the calling greenlet
+                        done = True
+                    except _WantRead:
+                        fed = False
+                    except BaseException:
+                        self._rp_send_alert(engine)
+                        raise
                 clear = self._rp_flush(engine)
                 got = 1
                 if not done and clear:
@@ -371,6 +376,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if done and clear:
                 return
             if clear and got >= 0:
+                fed = True
                 continue
             events = WRITE if not clear else READ
             if timeout == 0.0:
