@@ -198,8 +198,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         """Give the kernel the engine's ciphertext without waiting; True when all is out.
         Caller holds the lock."""
         out, pos = self._rp_out, self._rp_out_pos
-        if engine.outgoing_pending():
-            more = engine.data_to_send()
+        more = engine.data_to_send()
+        if more:
             out = more if pos >= len(out) else out[pos:] + more
             pos = 0
         try:
@@ -298,8 +298,10 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         nonblocking = self._rp_timeout == 0.0
         done = 0
         deadline = _UNSET
+        lock = self._rp_lock
         while True:
-            self._rp_acquire()
+            if not lock.acquire(False):
+                self._rp_acquire()
             try:
                 clear = self._rp_flush(engine)
                 while clear:
@@ -312,7 +314,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                     if nonblocking and not everything:
                         return done  # what did not fit waits in _rp_out, sent first next
             finally:
-                self._rp_lock.release()
+                lock.release()
             if nonblocking:
                 raise _want_write()
             if deadline is _UNSET:
