@@ -26,7 +26,6 @@ import math
 import operator
 import select as _stdselect
 import selectors as _stdselectors
-import threading
 import time
 import weakref
 from collections.abc import Iterable
@@ -45,6 +44,7 @@ __all__ = ["DefaultSelector", "epoll", "install_selectors", "poll", "select"]
 _real_select = get_original("select", "select")
 _real_poll = get_original("select", "poll")
 _real_epoll = get_original("select", "epoll") if hasattr(_stdselect, "epoll") else None
+_allocate_lock = get_original("_thread", "allocate_lock")
 
 _EPOLL_BITS = 0
 for _name in ("POLLIN", "POLLPRI", "POLLOUT", "POLLRDNORM", "POLLRDBAND", "POLLWRNORM",
@@ -220,7 +220,9 @@ class poll:  # noqa: N801 - the stdlib's name
         # weak, because the stdlib's poll keeps only the fd, never the object alive.
         self._tls: dict[int, weakref.ref] = {}
         self._polling = False
-        self._lock = threading.Lock()
+        # Held for a flag flip only, never across a switch: the real lock, not the green
+        # one patch_all installs (urllib3 makes a poll object per request).
+        self._lock = _allocate_lock()
 
     def _track(self, fd: Any, eventmask: int) -> None:
         num = _fileno(fd)
