@@ -16,8 +16,8 @@ and ratios against gevent and the stdlib, both as wall-clock rates and per secon
 client process's CPU time (the second is far less disturbed by a loaded machine).
 Targets (issue #10): recv/send >= 1.0x gevent and >= 0.9x stdlib; gets and handshakes >= 1.0x
 gevent.
-Not a test: ``python benchmarks/tls_patched.py --rounds 5``; ``--profile`` runs the reseau
-client once under cProfile and prints its hot functions instead.
+Not a test: ``python benchmarks/tls_patched.py --rounds 5``; ``--profile [IMPL]`` runs one
+client (reseau by default) once under cProfile and prints its hot functions instead.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def run_server(workdir: str, mib: int) -> None:
 
 # ---------------------------------------------------------------- a client process
 def run_client(impl: str, workdir: str, ports: dict[str, int], mib: int, gets: int,
-               handshakes: int, only: tuple[str, ...] = WORKLOADS) -> dict[str, float]:
+               handshakes: int, only: tuple[str, ...] = WORKLOADS,
+               profiler: Any = None) -> dict[str, float]:
+    """One implementation's rates; ``profiler`` (a cProfile.Profile) sees only the workloads."""
     if impl == "reseau":
         import reseau_patch
 
@@ -153,7 +155,11 @@ def run_client(impl: str, workdir: str, ports: dict[str, int], mib: int, gets: i
         """Wall rate from ``fn``; CPU rate: ``work`` per second of this process's CPU
         (what the client itself costs, much less disturbed by other load than wall time)."""
         c0 = time.process_time()
+        if profiler is not None:
+            profiler.enable()
         out[name] = fn(*args)
+        if profiler is not None:
+            profiler.disable()
         out[name + "_cpu"] = work / max(time.process_time() - c0, 1e-9)
 
     def hs_loop() -> float:
@@ -236,7 +242,9 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(WORKLOADS),
                     help="comma-separated workloads (default: all)")
     ap.add_argument("--json", help="write the raw results here")
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile", nargs="?", const="reseau", choices=IMPLS, metavar="IMPL",
+                    help="run one client (default reseau) under cProfile instead")
+    ap.add_argument("--sort", default="tottime", help="pstats order for --profile")
     ap.add_argument("--server", metavar="WORKDIR", help=argparse.SUPPRESS)
     ap.add_argument("--client", metavar="IMPL", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -263,12 +271,14 @@ def main() -> int:
             import pstats
 
             prof = cProfile.Profile()
-            prof.enable()
-            res = run_client("reseau", workdir, json.loads(ports), args.mib, args.gets,
-                             args.handshakes, tuple(args.only.split(",")))
-            prof.disable()
+            if args.profile == "gevent":
+                import gevent
+
+                gevent.config.loop = "libev-cext"
+            res = run_client(args.profile, workdir, json.loads(ports), args.mib, args.gets,
+                             args.handshakes, tuple(args.only.split(",")), prof)
             print(res)
-            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            pstats.Stats(prof).sort_stats(args.sort).print_stats(30)
             return 0
         results: dict[str, list[dict[str, float]]] = {i: [] for i in IMPLS}
         env = dict(os.environ, GEVENT_LOOP="libev-cext", PYTHONPATH=str(REPO))

@@ -26,6 +26,7 @@ a time, the engine holds no lock)::
     eng.receive_data(ciphertext)  # what the wire gave us; eng.receive_eof() at its end
     eng.bytes_needed()            # ciphertext bytes that complete the current TLS record
     eng.read_into(buf, n)         # plaintext; 0 after the peer's close_notify
+    eng.read_available(buf, n)    # the same, from as many received records as fit
     eng.write(data)               # encrypt all of it (memory BIOs take everything)
     eng.pending()                 # plaintext decrypted and not yet read (SSL_pending)
     eng.unwrap()                  # close_notify both ways; SSLWantReadError until done
@@ -76,7 +77,7 @@ class TlsEngine:
     """One TLS connection's protocol state (see the module docstring)."""
 
     __slots__ = ("_sslobj", "_in", "_out", "_state", "error", "server_side",
-                 "_rec_left", "_hdr", "_eof", "_handshake_done", "__weakref__")
+                 "_rec_left", "_hdr", "_eof", "_handshake_done", "_deferred", "__weakref__")
 
     def __init__(self, context: ssl.SSLContext | TlsContextOptions, *,
                  server_side: bool = False, server_hostname: str | None = None,
@@ -103,6 +104,9 @@ class TlsEngine:
         self._hdr = b""       # header bytes of the next record received so far
         self._eof = False
         self._handshake_done = False
+        # An error read_available() met after it had read some bytes: the next read raises
+        # it, where a one-record-per-call reader would have met it.
+        self._deferred: BaseException | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -214,6 +218,8 @@ class TlsEngine:
         0 means the peer sent close_notify. ``SSLWantReadError``: feed
         more. ``SSLEOFError``: the transport ended without close_notify (truncation).
         """
+        if self._deferred is not None:
+            self._raise_deferred()
         try:
             got = self._sslobj.read(n, buffer)  # n <= 0 or beyond the buffer: its size
         except ssl.SSLWantReadError:
@@ -228,8 +234,50 @@ class TlsEngine:
             self._close_received()
         return got
 
+    def read_available(self, buffer: Any, n: int = 0) -> int:
+        """As :meth:`read_into`, but from as many of the records already received as fit.
+
+        OpenSSL gives one record per read; this goes on while the buffer has room and
+        ciphertext is buffered, without a driver round trip per record. Raises as
+        :meth:`read_into` when it read nothing; an error met after some bytes were read
+        is kept, and the next read raises it.
+        """
+        got = self.read_into(buffer, n)
+        incoming = self._in
+        if not got or not incoming.pending:
+            return got
+        view = memoryview(buffer)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        size = view.nbytes if n <= 0 or n > view.nbytes else n
+        read = self._sslobj.read
+        while got < size and incoming.pending:
+            try:
+                k = read(size - got, view[got:size])
+            except ssl.SSLWantReadError:
+                break  # the rest of the next record has not arrived yet
+            except ssl.SSLZeroReturnError as exc:
+                self._close_received()
+                self._deferred = exc
+                break
+            except (ssl.SSLError, OSError) as exc:
+                self._fail(exc)
+                self._deferred = exc
+                break
+            if not k:
+                self._close_received()
+                break
+            got += k
+        return got
+
+    def _raise_deferred(self) -> None:
+        exc, self._deferred = self._deferred, None
+        raise exc
+
     def read(self, n: int = 1024) -> bytes:
         """As :meth:`read_into`, returning new bytes."""
+        if self._deferred is not None:
+            self._raise_deferred()
         try:
             data = self._sslobj.read(n)
         except ssl.SSLWantReadError:

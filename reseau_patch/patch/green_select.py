@@ -14,7 +14,8 @@ asyncio loop hands the thread's "running loop" slot back while parked (see
 :mod:`.green_asyncio`), so another green thread can run its own loop meanwhile.
 
 Sockets that hold bytes in user space — a TLS socket with decrypted data — expose
-``_rp_pending()``; they count as readable even when their fd is not.
+``_rp_pending()``; they count as readable even when their fd is not: in ``select``, in
+``poll`` (registered as objects, not bare numbers) and in selectors.
 ``select.epoll``/``kqueue`` are never removed: trio and asyncio loops need them.
 """
 
@@ -25,8 +26,8 @@ import math
 import operator
 import select as _stdselect
 import selectors as _stdselectors
-import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,11 +44,13 @@ __all__ = ["DefaultSelector", "epoll", "install_selectors", "poll", "select"]
 _real_select = get_original("select", "select")
 _real_poll = get_original("select", "poll")
 _real_epoll = get_original("select", "epoll") if hasattr(_stdselect, "epoll") else None
+_allocate_lock = get_original("_thread", "allocate_lock")
 
 _EPOLL_BITS = 0
 for _name in ("POLLIN", "POLLPRI", "POLLOUT", "POLLRDNORM", "POLLRDBAND", "POLLWRNORM",
               "POLLWRBAND", "POLLMSG", "POLLRDHUP"):
     _EPOLL_BITS |= getattr(_stdselect, _name, 0)  # same bit values as EPOLL* on Linux
+_READ_BITS = _stdselect.POLLIN | getattr(_stdselect, "POLLRDNORM", 0)
 
 
 def _buffered(obj: Any) -> bool:
@@ -208,26 +211,60 @@ class poll:  # noqa: N801 - the stdlib's name
     otherwise); registration may happen from any thread, also during a wait.
     """
 
-    __slots__ = ("_poll", "_fds", "_polling", "_lock")
+    __slots__ = ("_poll", "_fds", "_tls", "_polling", "_lock")
 
     def __init__(self) -> None:
         self._poll = _real_poll()
         self._fds: dict[int, int] = {}
+        # fd -> weak reference to a registered object with ``_rp_pending`` (a TLS socket):
+        # weak, because the stdlib's poll keeps only the fd, never the object alive.
+        self._tls: dict[int, weakref.ref] = {}
         self._polling = False
-        self._lock = threading.Lock()
+        # Held for a flag flip only, never across a switch: the real lock, not the green
+        # one patch_all installs (urllib3 makes a poll object per request).
+        self._lock = _allocate_lock()
+
+    def _track(self, fd: Any, eventmask: int) -> None:
+        num = _fileno(fd)
+        self._fds[num] = eventmask
+        if hasattr(fd, "_rp_pending"):
+            self._tls[num] = weakref.ref(fd)
+        elif self._tls:
+            self._tls.pop(num, None)
 
     def register(self, fd: Any, eventmask: int = _stdselect.POLLIN | _stdselect.POLLPRI
                  | _stdselect.POLLOUT) -> None:
         self._poll.register(fd, eventmask)
-        self._fds[_fileno(fd)] = eventmask
+        self._track(fd, eventmask)
 
     def modify(self, fd: Any, eventmask: int) -> None:
         self._poll.modify(fd, eventmask)
-        self._fds[_fileno(fd)] = eventmask
+        self._track(fd, eventmask)
 
     def unregister(self, fd: Any) -> None:
         self._poll.unregister(fd)
-        self._fds.pop(_fileno(fd), None)
+        num = _fileno(fd)
+        self._fds.pop(num, None)
+        self._tls.pop(num, None)
+
+    def _buffered_ready(self, ready: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """``ready`` plus POLLIN for registered TLS sockets holding bytes in user space
+        (asked for POLLIN or POLLRDNORM), first, as :func:`select` puts them."""
+        early: dict[int, int] = {}
+        for fd, ref in list(self._tls.items()):
+            obj = ref()
+            mask = self._fds.get(fd, 0)
+            if obj is not None and mask & _READ_BITS and _buffered(obj):
+                early[fd] = mask & _READ_BITS  # what the kernel reports for data
+        if not early:
+            return ready
+        rest = []
+        for fd, bits in ready:
+            if fd in early:
+                early[fd] |= bits
+            else:
+                rest.append((fd, bits))
+        return list(early.items()) + rest
 
     def poll(self, timeout: Any = None) -> list[tuple[int, int]]:
         ms = _seconds(timeout, "an integer")
@@ -241,6 +278,8 @@ class poll:  # noqa: N801 - the stdlib's name
             deadline = _deadline(seconds)
             while True:
                 ready = self._poll.poll(0)
+                if self._tls:
+                    ready = self._buffered_ready(ready)
                 if ready or seconds == 0:
                     break
                 left = _remaining(deadline)

@@ -88,9 +88,6 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     #: ``_rp_out_pos`` on); touched only under ``_rp_lock``.
     _rp_out = b""
     _rp_out_pos = 0
-    #: A TLS error met while topping up a read from records already received: raised
-    #: by the next read, where the stdlib's one-record-per-call read would meet it.
-    _rp_deferred: BaseException | None = None
 
     @classmethod
     def _create(cls, sock: Any, server_side: bool = False,
@@ -201,8 +198,8 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         """Give the kernel the engine's ciphertext without waiting; True when all is out.
         Caller holds the lock."""
         out, pos = self._rp_out, self._rp_out_pos
-        if engine.outgoing_pending():
-            more = engine.data_to_send()
+        more = engine.data_to_send()
+        if more:
             out = more if pos >= len(out) else out[pos:] + more
             pos = 0
         try:
@@ -266,17 +263,13 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if not lock.acquire(False):
                 self._rp_acquire()
             try:
-                deferred = self._rp_deferred
-                if deferred is not None:
-                    self._rp_deferred = None
-                    raise deferred
                 try:
                     if buffer is None:
                         return engine.read(n)
-                    got = engine.read_into(buffer, n)
-                    if got and engine.incoming_pending():
-                        got += self._rp_more(engine, buffer, got, n)
-                    return got
+                    # Several records per call (the stdlib's read gives one): fewer calls
+                    # for a reader with a large buffer. An error met after the first
+                    # record is raised by the next read, where the stdlib would meet it.
+                    return engine.read_available(buffer, n)
                 except _WantRead:
                     pass
                 if self._rp_out or engine.outgoing_pending():
@@ -295,29 +288,6 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                 deadline = self._deadline()
             self._rp_wait(READ, deadline, "The read operation timed out")
 
-    def _rp_more(self, engine: TlsEngine, buffer: Any, got: int, n: int) -> int:
-        """After a read into ``buffer`` returned ``got`` bytes (OpenSSL gives one record per
-        call): more of the records already received, without touching the kernel. An error
-        met here is kept for the next read, where the stdlib would meet it. Lock held."""
-        whole = memoryview(buffer)
-        if whole.format != "B" or whole.ndim != 1:
-            whole = whole.cast("B")
-        size = whole.nbytes if n <= 0 or n > whole.nbytes else n
-        more = 0
-        read = engine.read_into
-        while got + more < size and engine.incoming_pending():
-            try:
-                k = read(whole[got + more:size])
-            except _WantRead:
-                break
-            except _SSLError as exc:
-                self._rp_deferred = exc
-                break
-            if not k:
-                break
-            more += k
-        return more
-
     def _rp_push(self, engine: TlsEngine, data: Any, everything: bool) -> int:
         """Encrypt and send ``data``: all of it (blocking), or one chunk that the kernel
         or ``_rp_out`` took (non-blocking; ``SSLWantWriteError`` if neither can)."""
@@ -328,8 +298,10 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         nonblocking = self._rp_timeout == 0.0
         done = 0
         deadline = _UNSET
+        lock = self._rp_lock
         while True:
-            self._rp_acquire()
+            if not lock.acquire(False):
+                self._rp_acquire()
             try:
                 clear = self._rp_flush(engine)
                 while clear:
@@ -342,7 +314,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                     if nonblocking and not everything:
                         return done  # what did not fit waits in _rp_out, sent first next
             finally:
-                self._rp_lock.release()
+                lock.release()
             if nonblocking:
                 raise _want_write()
             if deadline is _UNSET:
@@ -351,17 +323,22 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
 
     def _rp_handshake(self, engine: TlsEngine, timeout: float | None) -> None:
         deadline = _UNSET
+        # Whether the engine got ciphertext since its last "want read": if not, stepping
+        # OpenSSL again cannot advance, so after a wait the kernel is read first.
+        fed = True
+        done = False
         while True:
             self._rp_acquire()
             try:
-                try:
-                    engine.do_handshake()  # callbacks run here, in the calling greenlet
-                    done = True
-                except _WantRead:
-                    done = False
-                except BaseException:
-                    self._rp_send_alert(engine)
-                    raise
+                if fed and not done:
+                    try:
+                        engine.do_handshake()  # callbacks run here, in the calling greenlet
+                        done = True
+                    except _WantRead:
+                        fed = False
+                    except BaseException:
+                        self._rp_send_alert(engine)
+                        raise
                 clear = self._rp_flush(engine)
                 got = 1
                 if not done and clear:
@@ -371,6 +348,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
             if done and clear:
                 return
             if clear and got >= 0:
+                fed = True
                 continue
             events = WRITE if not clear else READ
             if timeout == 0.0:
@@ -424,6 +402,9 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         engine = self._rp_engine
         if engine is None:
             raise ValueError("Read on closed or unwrapped SSL socket.")
+        return self._rp_read(engine, len, buffer)
+
+    def _rp_read(self, engine: TlsEngine, len: int, buffer: Any) -> Any:  # noqa: A002
         try:
             if not engine.handshake_done:
                 self._rp_handshake(engine, self._rp_timeout)
@@ -436,6 +417,15 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         if not got and len != 0:
             _yield_to_hub()  # see green_socket._yield_to_hub
         return got
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        """``ssl.SSLSocket.recv_into`` without its two extra calls on the hot path."""
+        engine = self._rp_engine
+        if engine is None or flags:
+            return ssl.SSLSocket.recv_into(self, buffer, nbytes, flags)  # its errors
+        if nbytes is None:
+            nbytes = len(buffer) if buffer else 1024
+        return self._rp_read(engine, nbytes, buffer)
 
     def write(self, data: Any) -> int:
         """Write all of ``data`` (blocking) or what fits (non-blocking)."""

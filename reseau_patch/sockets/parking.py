@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gevent import get_hub, getcurrent
+from gevent._hub_local import get_hub_if_exists
 from gevent.exceptions import ConcurrentObjectUseError
 from gevent.hub import Waiter
 
@@ -23,7 +24,16 @@ TIMED_OUT = object()
 
 
 def current_io_loop() -> EventLoop:
-    """The io EventLoop under this thread's hub; selects our loop if no hub exists yet."""
+    """The io EventLoop under this thread's hub; selects our loop if no hub exists yet.
+
+    Every socket wait calls this: a thread whose hub already runs our loop gets it from
+    the hub without touching gevent's config (``use_reseau_loop`` is a config write).
+    """
+    hub = get_hub_if_exists()
+    if hub is not None:
+        ev = getattr(hub.loop, "io_loop", None)
+        if ev is not None:
+            return ev
     use_reseau_loop()
     loop = get_hub().loop
     ev = getattr(loop, "io_loop", None)

@@ -243,6 +243,57 @@ def test_truncated_stream_is_eof_error(certs):
         s.receive_data(b"x")
 
 
+def test_read_available_takes_every_whole_record_that_fits(certs):
+    c, s = pair(certs)
+    handshake(c, s)
+    read_all(c)  # session tickets
+    for i in range(4):
+        c.write(bytes([65 + i]) * 10)  # four records of 10 bytes
+    wire = c.data_to_send()
+    s.receive_data(wire[:-1])  # the last record is one byte short
+    buf = bytearray(100)
+    assert s.read_available(buf, 25) == 25  # stops at n, mid-record
+    assert bytes(buf[:25]) == b"A" * 10 + b"B" * 10 + b"C" * 5
+    assert s.read_available(buf) == 5  # the partial 4th record ends the run
+    assert bytes(buf[:5]) == b"C" * 5
+    with pytest.raises(ssl.SSLWantReadError):
+        s.read_available(buf)
+    s.receive_data(wire[-1:])
+    assert s.read_available(memoryview(buf)[10:]) == 10
+    assert bytes(buf[10:20]) == b"D" * 10
+
+
+def test_read_available_defers_an_error_met_after_data(certs):
+    c, s = pair(certs)
+    handshake(c, s)
+    read_all(c)
+    c.write(b"good")
+    good = c.data_to_send()
+    c.write(b"evil")
+    evil = bytearray(c.data_to_send())
+    evil[-1] ^= 0xFF  # a broken MAC in the second record
+    s.receive_data(good + bytes(evil))
+    buf = bytearray(100)
+    assert s.read_available(buf) == 4  # the good record; the error waits
+    assert bytes(buf[:4]) == b"good"
+    assert s.state is TlsState.FAILED
+    with pytest.raises(ssl.SSLError, match="DECRYPTION_FAILED|BAD_RECORD_MAC|bad record mac"):
+        s.read_available(buf)
+
+
+def test_read_available_sees_close_notify_after_data(certs):
+    c, s = pair(certs)
+    handshake(c, s)
+    read_all(c)
+    c.write(b"last words")
+    assert c.start_close() is False
+    s.receive_data(c.data_to_send())
+    buf = bytearray(100)
+    assert s.read_available(buf) == 10
+    assert s.state is TlsState.CLOSE_RECEIVED
+    assert s.read_available(buf) == 0
+
+
 def test_post_handshake_auth(certs, tmp_path):
     ca = pki.make_ca("client CA")
     ccert, ckey = ca.issue(["client"], client=True, server=False).write_pem(tmp_path, "client")

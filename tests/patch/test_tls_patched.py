@@ -74,3 +74,9 @@ def test_cancelled_tls_calls_leave_nothing_behind():
 def test_random_read_and_write_sizes_both_ways():
     out = run("tls_stream.py")
     assert "all bytes once, in order [True, True, True, True]" in out, out
+
+
+def test_poll_counts_tls_bytes_buffered_in_user_space():
+    out = run("tls_poll_buffered.py")
+    assert "poll counts buffered TLS bytes" in out
+    assert out.rstrip().endswith("done"), out
