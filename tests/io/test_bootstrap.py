@@ -213,6 +213,35 @@ def test_listener_destroy_without_channels(lt, box):
     assert destroyed.wait()
 
 
+def test_pause_accepting_leaves_connections_in_the_backlog_until_resume(lt, box):
+    incoming = []
+    listener = lt.call(lambda: ServerBootstrap(lt.loop).listen(
+        ("127.0.0.1", 0), lambda ch: ChannelHandler(), lambda ch, e: incoming.append(ch)))
+    listener.pause_accepting()  # from this (non-loop) thread: posted to the loop
+    listener.pause_accepting()  # idempotent
+    assert lt.call(lambda: (listener.paused, listener.accepting)) == (True, False)
+    peer = stdsocket.create_connection(listener.address, timeout=5)  # the kernel completes it
+    try:
+        time.sleep(0.2)  # give a (wrongly) accepting listener its chance
+        assert lt.call(lambda: (len(incoming), len(listener.channels))) == (0, 0)
+        listener.resume_accepting()
+        deadline = time.monotonic() + 10
+        while lt.call(lambda: len(incoming)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lt.call(lambda: (len(incoming), listener.paused, listener.accepting)) == (
+            1, False, True)
+    finally:
+        peer.close()
+        destroyed = box()
+        listener.destroy(lambda: destroyed.set(True))
+        lt.call(lambda: [ch.shutdown() for ch in list(listener.channels)])
+        assert destroyed.wait()
+    # Destroyed: pausing and resuming do nothing (no accept on a closed socket).
+    listener.pause_accepting()
+    listener.resume_accepting()
+    assert lt.call(lambda: listener.accepting) is False
+
+
 @pytest.mark.parametrize("backlog", [1, 3])
 def test_backlog_reaches_listen(lt, box, backlog):
     listener = lt.call(lambda: ServerBootstrap(lt.loop, backlog=backlog).listen(
