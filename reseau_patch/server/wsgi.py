@@ -144,13 +144,15 @@ class _Connection:
         self.server = server
         self.sock = sock
         self.parser: RequestParser | None = None  # only while a request is in progress
-        # Per-connection environ keys only (an idle connection holds no environ copy).
-        if isinstance(address, tuple):
-            self.remote = (address[0], str(address[1]))
-        else:
-            self.remote = (address or "", "")
+        # The peer address as StreamServer gave it (shared, not copied: memory per idle
+        # connection); REMOTE_ADDR/REMOTE_PORT strings are made per request.
+        self.remote = address
         self.greenlet = gevent.getcurrent()
         self.keep = True
+
+    def _remote_addr(self) -> str:
+        remote = self.remote
+        return remote[0] if isinstance(remote, tuple) else (remote or "")
 
     @property
     def max_body_size(self) -> int | None:
@@ -216,7 +218,7 @@ class _Connection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.info("closing %s: headers not complete within %.3g s",
-                         self.remote[0], server.header_timeout)
+                         self._remote_addr(), server.header_timeout)
                 return None
             parser.feed(self._read(remaining))
         return requests[0]
@@ -258,7 +260,11 @@ class _Connection:
 
     def _environ(self, req: Request) -> dict[str, Any]:
         env = self.server.base_environ.copy()
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
+        remote = self.remote
+        if isinstance(remote, tuple):
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote[0], str(remote[1])
+        else:
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote or "", ""
         url = req.url
         if url[:1] != b"/" and b"://" in url:
             rest = url.split(b"://", 1)[1]
