@@ -33,6 +33,7 @@ report gives the median of the rounds as ratios against the baseline.
 ``python benchmarks/wsgi_servers.py --rounds 3 --duration 5`` (needs ``wrk``: apt-get
 install wrk; ``pip install -e '.[bench]'``); ``--memory 10000`` adds the memory test;
 ``--profile`` runs our server in this process under cProfile while wrk loads it;
+``--where 2000`` prints where our bytes per idle connection go (tracemalloc, by line);
 ``--parsers`` prints the per-request cost of httptools vs h11 (why the server uses httptools).
 """
 
@@ -306,6 +307,60 @@ def profile(app: str = "hello", connections: int = 50, duration: float = 5.0) ->
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def where_memory(n: int = 2000, top: int = 20) -> None:
+    """Where our per-idle-connection bytes go: our server in this process, a holder
+    process opens ``n`` keep-alive connections (one request each), and a tracemalloc
+    snapshot diff per connection is printed by source line (Python heap only: RSS also
+    counts allocator slack)."""
+    import gc
+    import tracemalloc
+
+    import gevent
+
+    from reseau_patch.server import WSGIServer
+
+    srv = WSGIServer(("127.0.0.1", 0), hello_app, backlog=2048)
+    srv.start()
+
+    def hold(count: int) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--hold",
+                                   str(srv.server_port), str(count)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        os.set_blocking(holder.stdout.fileno(), False)
+        got = b""
+        deadline = time.monotonic() + 120
+        while b"\n" not in got and time.monotonic() < deadline:
+            gevent.sleep(0.05)  # a green wait: the server must run meanwhile
+            got += holder.stdout.read() or b""
+        if got.strip() != b"ready":
+            raise RuntimeError("connection holder failed")
+        return holder
+
+    def release(holder: subprocess.Popen) -> None:
+        holder.stdin.close()
+        while holder.poll() is None:
+            gevent.sleep(0.05)
+
+    release(hold(50))  # warm-up: code paths and pools touched once
+    gevent.sleep(0.5)
+    tracemalloc.start(4)
+    gc.collect()
+    before = tracemalloc.take_snapshot()
+    holder = hold(n)
+    gevent.sleep(1.0)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    release(holder)
+    srv.stop(timeout=5)
+    stats = after.compare_to(before, "lineno")
+    print(f"{sum(st.size_diff for st in stats) / n:.0f} B per idle connection (n={n})")
+    for st in stats[:top]:
+        frame = st.traceback[0]
+        print(f"{st.size_diff / n:8.0f} B {st.count_diff / n:5.1f} blocks  "
+              f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}")
+
+
 # ---------------------------------------------------------------------------- parsers
 def parser_cost(n: int = 20000) -> dict[str, float]:
     """Microseconds per wrk-style request: httptools parsing (with the Python callbacks
@@ -380,6 +435,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory", type=int, default=0, help="idle connections for the memory test")
     ap.add_argument("--json", default="", help="write all results to this file")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--where", type=int, default=0,
+                    help="tracemalloc: where our bytes per idle connection go (N connections)")
     ap.add_argument("--parsers", action="store_true", help="httptools vs h11 cost per request")
     args = ap.parse_args(argv)
     if args.serve:
@@ -391,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.profile:
         profile()
+        return
+    if args.where:
+        where_memory(args.where)
         return
     if args.parsers:
         print(json.dumps(parser_cost()))

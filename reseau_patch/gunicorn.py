@@ -4,9 +4,10 @@ Each worker process calls ``reseau_patch.patch_all()`` before the app loads, the
 every gunicorn listener with :class:`reseau_patch.server.WSGIServer` (on a dup of the
 listener the arbiter bound before forking). gunicorn's arbiter is the process manager.
 
-Settings honoured: ``--worker-connections`` (a pool per listener: accepting waits while it
-is full), ``--keep-alive`` (idle timeout between requests; 0 closes after each response),
-``--timeout`` (heartbeat at least every ``min(1, timeout/2)`` s), ``--max-requests``
+Settings honoured: ``--worker-connections`` (a pool per listener: while it is full the
+listener stops accepting, so other workers take the connections), ``--keep-alive``
+(idle timeout between requests; 0 closes after each response), ``--timeout``
+(heartbeat at least every ``min(1, timeout/2)`` s), ``--max-requests``
 (+ jitter: the worker stops accepting after that many responses and exits gracefully),
 ``--graceful-timeout`` (SIGTERM: stop accepting, end idle keep-alive connections, let
 in-flight requests finish for that long), certfile/keyfile (TLS through our engine),

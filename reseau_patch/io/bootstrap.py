@@ -228,6 +228,13 @@ class ServerListener:
     doubling backoff instead of spinning on a level-triggered readiness that accept(2)
     cannot clear; each such error is logged and passed to ``on_incoming(None, err)``, and
     accepting resumes by itself. The pending connections wait in the kernel's backlog.
+
+    ``pause_accepting()``/``resume_accepting()`` (any thread; a call from another thread
+    is posted) let the owner stop taking connections off the kernel's backlog while it has
+    no room for them (a full handler pool), so that another process sharing the listening
+    socket gets them. States of read interest on the listening socket:
+    ``accepting`` ⇄ ``paused`` (owner), either ⇄ ``backing off`` (resource error timer);
+    accepting resumes only when neither the owner's pause nor a back-off holds it.
     """
 
     def __init__(self, boot: ServerBootstrap, sock: Socket, factory: HandlerFactory,
@@ -245,6 +252,41 @@ class ServerListener:
         self.tls_setup: TlsServerSetup | None = None
         self._retry_delay = ACCEPT_RETRY_MIN_S
         self._retry_timer: TimerHandle | None = None
+        self._paused = False
+
+    @property
+    def accepting(self) -> bool:
+        """True while connections are taken off the kernel's backlog (not paused by the
+        owner, not backing off after a resource error, not destroyed)."""
+        return not (self.destroyed or self._paused or self._retry_timer is not None)
+
+    @property
+    def paused(self) -> bool:
+        """True between ``pause_accepting()`` and ``resume_accepting()``."""
+        return self._paused
+
+    def pause_accepting(self) -> None:
+        """Stop accepting: new connections wait in the kernel's backlog (idempotent)."""
+        loop = self.boot.loop
+        if not loop.is_loop_thread():
+            loop.post(self.pause_accepting)
+            return
+        if self._paused or self.destroyed:
+            return
+        self._paused = True
+        self.socket.stop_accept()
+
+    def resume_accepting(self) -> None:
+        """Undo ``pause_accepting`` (idempotent); a back-off in progress still runs out."""
+        loop = self.boot.loop
+        if not loop.is_loop_thread():
+            loop.post(self.resume_accepting)
+            return
+        if not self._paused:
+            return
+        self._paused = False
+        if not self.destroyed and self._retry_timer is None:
+            self.socket.start_accept(self._on_accept)
 
     def _on_accept(self, sock: Socket | None, err: OSError | None) -> None:
         if sock is None:
@@ -273,7 +315,7 @@ class ServerListener:
 
     def _resume_accepting(self) -> None:
         self._retry_timer = None
-        if not self.destroyed:
+        if not self.destroyed and not self._paused:
             self.socket.start_accept(self._on_accept)
 
     def _channel_shutdown(self, channel: Channel, err: BaseException | None) -> None:

@@ -73,51 +73,89 @@ class Request:
 
 
 class RequestParser:
-    """httptools' callbacks turned into a queue of :class:`Request` objects."""
+    """httptools' callbacks turned into a queue of :class:`Request` objects.
 
-    __slots__ = ("_parser", "requests", "_cur", "_hdr_bytes", "limits", "error", "stopped")
+    httptools' parser holds its protocol's bound callbacks, and the gc does not see
+    through it: a protocol that also held the parser would be a cycle never freed (one
+    leaked parser per request). So the callbacks live on :class:`_Events`, which sees the
+    httptools parser only for the duration of a ``feed``.
+    """
+
+    __slots__ = ("_events", "_http")
 
     def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.requests: deque[Request] = deque()
-        self._cur: Request | None = None
-        self._hdr_bytes = 0
-        self.error = 0  # 400 once the stream is malformed
-        self.stopped = False  # no more parsing on this connection (error or upgrade)
-        self._parser = httptools.HttpRequestParser(self)
+        self._events = _Events(limits)
+        self._http = httptools.HttpRequestParser(self._events)
+
+    @property
+    def requests(self) -> deque[Request]:
+        """Parsed requests (head first), each complete once its body is."""
+        return self._events.requests
+
+    @property
+    def limits(self) -> Limits:
+        return self._events.limits
+
+    @property
+    def error(self) -> int:
+        """400 once the stream is malformed, else 0."""
+        return self._events.error
+
+    @property
+    def stopped(self) -> bool:
+        """No more parsing on this connection (an error, a limit, or an upgrade)."""
+        return self._events.stopped
 
     @property
     def partial(self) -> bool:
         """Whether a request has begun whose headers are not complete yet."""
-        return self._cur is not None and not self._cur.headers_done
+        cur = self._events.cur
+        return cur is not None and not cur.headers_done
 
     def feed(self, data: bytes) -> None:
-        if self.stopped:
+        ev = self._events
+        if ev.stopped:
             return
+        ev.http = self._http
         try:
-            self._parser.feed_data(data)
+            self._http.feed_data(data)
         except httptools.HttpParserUpgrade:
             # WSGI has no upgrades: serve the request, then close (the rest is not HTTP).
-            self.stopped = True
+            ev.stopped = True
         except httptools.HttpParserCallbackError:
-            self.stopped = True  # a limit: the request in question carries its error
+            ev.stopped = True  # a limit: the request in question carries its error
         except httptools.HttpParserError:
-            self.stopped = True
-            cur = self._cur
+            ev.stopped = True
+            cur = ev.cur
             if cur is not None and cur.headers_done and not cur.complete:
                 cur.error = cur.error or 400  # a broken body (bad chunk framing)
-                self.error = 400
-            else:
-                self.error = 400
+            ev.error = 400
+        finally:
+            ev.http = None
 
-    # ---------------------------------------------------------------- callbacks
+
+class _Events:
+    """The httptools protocol: parser callbacks and the parse state of one connection."""
+
+    __slots__ = ("http", "requests", "cur", "hdr_bytes", "limits", "error", "stopped")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.requests: deque[Request] = deque()
+        self.cur: Request | None = None
+        self.hdr_bytes = 0
+        self.error = 0
+        self.stopped = False
+        #: The httptools parser, set only while ``RequestParser.feed`` runs (no cycle).
+        self.http: httptools.HttpRequestParser | None = None
+
     def on_message_begin(self) -> None:
-        self._cur = Request()
-        self._hdr_bytes = 0
-        self.requests.append(self._cur)
+        self.cur = Request()
+        self.hdr_bytes = 0
+        self.requests.append(self.cur)
 
     def on_url(self, url: bytes) -> None:
-        cur = self._cur
+        cur = self.cur
         cur.url += url
         if len(cur.url) > self.limits.max_url_size:
             cur.error = 414
@@ -125,18 +163,18 @@ class RequestParser:
             raise _LimitExceeded
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        cur = self._cur
-        self._hdr_bytes += len(name) + len(value) + 4
+        cur = self.cur
+        self.hdr_bytes += len(name) + len(value) + 4
         cur.headers.append((name, value))
         limits = self.limits
-        if self._hdr_bytes > limits.max_header_size or len(cur.headers) > limits.max_headers:
+        if self.hdr_bytes > limits.max_header_size or len(cur.headers) > limits.max_headers:
             cur.error = 431
             cur.headers_done = True
             raise _LimitExceeded
 
     def on_headers_complete(self) -> None:
-        cur = self._cur
-        p = self._parser
+        cur = self.cur
+        p = self.http
         cur.method = p.get_method().decode("ascii", "replace")
         cur.version = p.get_http_version()
         cur.keep_alive = p.should_keep_alive()
@@ -160,7 +198,7 @@ class RequestParser:
         cur.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        cur = self._cur
+        cur = self.cur
         cur.body += body
         cur.body_len += len(body)
         limit = self.limits.max_body_size
@@ -169,4 +207,4 @@ class RequestParser:
             raise _LimitExceeded
 
     def on_message_complete(self) -> None:
-        self._cur.complete = True
+        self.cur.complete = True

@@ -49,7 +49,8 @@ class StreamServer:
 
     ``listener``: ``(host, port)``, a port, a unix path, a ``TCPServer`` or a bound
     ``socket.socket``. ``spawn``: ``"default"`` (a greenlet each), an int (a
-    :class:`gevent.pool.Pool` of that size: accepting waits while it is full), a pool or
+    :class:`gevent.pool.Pool` of that size: while it is full the listener stops accepting,
+    so new connections wait in the kernel's backlog), a pool or
     group, or ``None`` (handle inline in the accept greenlet). TLS: ``ssl_context=`` (used
     unchanged), or ``certfile``/``keyfile``/``ca_certs`` (gevent's ``ssl_args`` names) with
     optional ``alpn_protocols``. ``backlog`` defaults to 511. ``wrap``: applied to each
@@ -217,7 +218,14 @@ class StreamServer:
         pool = self.pool
         while not self.closed:
             if pool is not None and pool.full():
-                pool.wait_available()
+                # Leave new connections in the kernel's backlog while we have no room:
+                # another worker sharing the listener takes them (gevent's _stop_accepting).
+                server.pause_accepting()
+                try:
+                    pool.wait_available()
+                finally:
+                    if not self.closed and server.isopen:
+                        server.resume_accepting()
                 continue
             try:
                 sock = server.accept()

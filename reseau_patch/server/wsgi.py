@@ -144,13 +144,15 @@ class _Connection:
         self.server = server
         self.sock = sock
         self.parser: RequestParser | None = None  # only while a request is in progress
-        # Per-connection environ keys only (an idle connection holds no environ copy).
-        if isinstance(address, tuple):
-            self.remote = (address[0], str(address[1]))
-        else:
-            self.remote = (address or "", "")
+        # The peer address as StreamServer gave it (shared, not copied: memory per idle
+        # connection); REMOTE_ADDR/REMOTE_PORT strings are made per request.
+        self.remote = address
         self.greenlet = gevent.getcurrent()
         self.keep = True
+
+    def _remote_addr(self) -> str:
+        remote = self.remote
+        return remote[0] if isinstance(remote, tuple) else (remote or "")
 
     @property
     def max_body_size(self) -> int | None:
@@ -216,7 +218,7 @@ class _Connection:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 log.info("closing %s: headers not complete within %.3g s",
-                         self.remote[0], server.header_timeout)
+                         self._remote_addr(), server.header_timeout)
                 return None
             parser.feed(self._read(remaining))
         return requests[0]
@@ -226,23 +228,7 @@ class _Connection:
         stats = current_io_loop().stats
         ticks = stats.ticks
         try:
-            while True:
-                req = self._next_request()
-                if req is None:
-                    return
-                if req.error:
-                    self._simple_response(req.error)
-                    return
-                if not self._run(req):
-                    return
-                parser = self.parser
-                parser.requests.popleft()
-                if not parser.requests and not parser.partial and not parser.stopped:
-                    self.parser = None  # between messages: the next request gets a new one
-                if self.server.on_request is not None:
-                    self.server.on_request()
-                if self.server.closed:
-                    return
+            while self._serve_one():
                 # Fairness: a client that answers fast would otherwise keep this greenlet
                 # reading and serving without ever parking, starving every other
                 # connection (p99 in the tens of ms under wrk). If the loop did not run
@@ -253,9 +239,32 @@ class _Connection:
         except ClientGone:
             return
 
+    def _serve_one(self) -> bool:
+        """Serve one request; whether to go on. Its own frame, so that nothing of the
+        request (parser, headers, environ) stays referenced while the connection idles."""
+        req = self._next_request()
+        if req is None:
+            return False
+        if req.error:
+            self._simple_response(req.error)
+            return False
+        if not self._run(req):
+            return False
+        parser = self.parser
+        parser.requests.popleft()
+        if not parser.requests and not parser.partial and not parser.stopped:
+            self.parser = None  # between messages: the next request gets a new one
+        if self.server.on_request is not None:
+            self.server.on_request()
+        return not self.server.closed
+
     def _environ(self, req: Request) -> dict[str, Any]:
         env = self.server.base_environ.copy()
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = self.remote
+        remote = self.remote
+        if isinstance(remote, tuple):
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote[0], str(remote[1])
+        else:
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote or "", ""
         url = req.url
         if url[:1] != b"/" and b"://" in url:
             rest = url.split(b"://", 1)[1]

@@ -161,6 +161,11 @@ class TCPServer:
     ``tls_options``, a connection is queued only once its TLS handshake succeeded, so
     ``accept()`` never returns a socket whose handshake is pending or failed; failed
     handshakes are kept in :attr:`tls_handshake_errors`.
+
+    ``pause_accepting()`` stops taking connections off the kernel's backlog (they wait
+    there, or go to another process sharing the listener) until ``resume_accepting()``;
+    connections already queued stay queued and ``accept()`` still returns them. Both are
+    for the thread that listens (its loop's thread).
     """
 
     def __init__(self, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
@@ -296,6 +301,30 @@ class TCPServer:
         if self._socket is None or self._closed:
             raise os_error(errno.EBADF, "server is closed" if self._closed else "not bound")
         return sockaddr_to_inetaddr(self._socket.local_address())
+
+    def pause_accepting(self) -> None:
+        """Stop accepting from the kernel (idempotent; a closed server ignores it)."""
+        if self._listener is None:
+            raise os_error(errno.EINVAL, "pause_accepting before listen")
+        if not self._closed:
+            self._listener.pause_accepting()
+
+    def resume_accepting(self) -> None:
+        """Accept from the kernel again after ``pause_accepting`` (idempotent)."""
+        if self._listener is None:
+            raise os_error(errno.EINVAL, "resume_accepting before listen")
+        if not self._closed:
+            self._listener.resume_accepting()
+
+    @property
+    def accepting(self) -> bool:
+        """True while the listener takes connections off the kernel's backlog."""
+        return self._listener is not None and not self._closed and self._listener.accepting
+
+    @property
+    def queued(self) -> int:
+        """Connections accepted from the kernel and not yet returned by ``accept()``."""
+        return len(self._ready)
 
     @property
     def isopen(self) -> bool:

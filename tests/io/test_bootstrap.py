@@ -213,6 +213,79 @@ def test_listener_destroy_without_channels(lt, box):
     assert destroyed.wait()
 
 
+def test_pause_accepting_leaves_connections_in_the_backlog_until_resume(lt, box):
+    incoming = []
+    listener = lt.call(lambda: ServerBootstrap(lt.loop).listen(
+        ("127.0.0.1", 0), lambda ch: ChannelHandler(), lambda ch, e: incoming.append(ch)))
+    listener.pause_accepting()  # from this (non-loop) thread: posted to the loop
+    listener.pause_accepting()  # idempotent
+    assert lt.call(lambda: (listener.paused, listener.accepting)) == (True, False)
+    peer = stdsocket.create_connection(listener.address, timeout=5)  # the kernel completes it
+    try:
+        time.sleep(0.2)  # give a (wrongly) accepting listener its chance
+        assert lt.call(lambda: (len(incoming), len(listener.channels))) == (0, 0)
+        listener.resume_accepting()
+        deadline = time.monotonic() + 10
+        while lt.call(lambda: len(incoming)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lt.call(lambda: (len(incoming), listener.paused, listener.accepting)) == (
+            1, False, True)
+    finally:
+        peer.close()
+        destroyed = box()
+        listener.destroy(lambda: destroyed.set(True))
+        lt.call(lambda: [ch.shutdown() for ch in list(listener.channels)])
+        assert destroyed.wait()
+    # Destroyed: pausing and resuming do nothing (no accept on a closed socket).
+    listener.pause_accepting()
+    listener.resume_accepting()
+    assert lt.call(lambda: listener.accepting) is False
+
+
+def test_pause_and_the_emfile_back_off_compose(lt, box):
+    """Accepting resumes only once neither holds it: a back-off timer that fires while the
+    owner has paused leaves it paused; resuming during a back-off waits for the timer."""
+    import errno
+
+    errors = []
+    listener = lt.call(lambda: ServerBootstrap(lt.loop).listen(
+        ("127.0.0.1", 0), lambda ch: ChannelHandler(), lambda ch, e: errors.append(e)))
+    emfile = OSError(errno.EMFILE, "Too many open files")
+
+    def wait_until(cond):
+        deadline = time.monotonic() + 10
+        while not lt.call(cond) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return lt.call(cond)
+
+    try:
+        lt.call(lambda: listener._on_accept(None, emfile))  # back-off for 10 ms
+        lt.call(listener.pause_accepting)
+        assert lt.call(lambda: listener.accepting) is False
+        # The back-off timer runs out, but the owner's pause still holds.
+        assert wait_until(lambda: listener._retry_timer is None)
+        assert lt.call(lambda: (listener.paused, listener.accepting)) == (True, False)
+        lt.call(listener.resume_accepting)
+        assert lt.call(lambda: listener.accepting) is True
+        # Resume during a back-off: accepting waits for the timer.
+        lt.call(listener.pause_accepting)
+        lt.call(lambda: listener._on_accept(None, emfile))
+        lt.call(listener.resume_accepting)
+        assert lt.call(lambda: (listener.paused, listener.accepting))[0] is False
+        assert wait_until(lambda: listener.accepting)
+        peer = stdsocket.create_connection(listener.address, timeout=5)
+        try:
+            assert wait_until(lambda: len(errors) == 3)  # accepted: on_incoming(channel, None)
+        finally:
+            peer.close()
+        assert errors == [emfile, emfile, None]
+    finally:
+        destroyed = box()
+        listener.destroy(lambda: destroyed.set(True))
+        lt.call(lambda: [ch.shutdown() for ch in list(listener.channels)])
+        assert destroyed.wait()
+
+
 @pytest.mark.parametrize("backlog", [1, 3])
 def test_backlog_reaches_listen(lt, box, backlog):
     listener = lt.call(lambda: ServerBootstrap(lt.loop, backlog=backlog).listen(

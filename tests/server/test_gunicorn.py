@@ -194,6 +194,37 @@ def test_worker_connections_caps_concurrency(run, gunicorn, client_factory):
     run(body, timeout=110)
 
 
+def test_a_full_worker_leaves_connections_to_the_other_one(run, gunicorn, client_factory):
+    """2 workers, --worker-connections 1: while one worker holds a slow request, its
+    listener is paused, so every new connection goes to the other worker (a full worker
+    that kept accepting would hold some of them until the slow request ends)."""
+    g = gunicorn("-w", "2", "--worker-connections", "1")
+
+    def body():
+        g.wait_workers(2)
+        _wait_for(lambda: _served(client_factory, g.port), START_BOUND, "serving")
+        slow = gevent.spawn(_get, client_factory, g.port, "/slow?t=15", timeout=60)
+        gevent.sleep(0.5)  # let a worker take it (not asserted: ordering below decides)
+        fast = []
+        for _ in range(8):
+            job = gevent.spawn(_get, client_factory, g.port)
+            job.join(15)
+            assert job.ready(), "a fast request waited behind the slow one"
+            status, headers, _body = job.get()
+            assert status == 200
+            fast.append(int(headers["x-pid"]))
+        assert not slow.ready()  # all of them were served while the slow one was held
+        slow.join(60)
+        status, headers, _body = slow.get(block=False)
+        assert status == 200
+        # Both workers served: the slow one in one, the fast ones (after it was taken) in
+        # the other.
+        assert fast[-1] != int(headers["x-pid"])
+        assert {fast[-1], int(headers["x-pid"])} <= g.workers()
+
+    run(body, timeout=150)
+
+
 def test_keep_alive_setting_closes_idle_connections(run, gunicorn, client_factory):
     g = gunicorn("-w", "1", "--keep-alive", "1", "--access-logfile", "-")
 

@@ -97,6 +97,43 @@ def test_spawn_pool_limits_concurrent_handlers(run):
     run(body)
 
 
+def test_full_pool_leaves_new_connections_in_the_kernel_backlog(run):
+    release = gevent.event.Event()
+    started = gevent.event.Event()
+
+    def handle(sock, address):
+        started.set()
+        release.wait(20)
+        sock.write(b"x")
+
+    def body():
+        with StreamServer(("127.0.0.1", 0), handle, spawn=1) as srv:
+            first = sockets.connect(srv.server_port, timeout=10)
+            assert started.wait(10)
+            gevent.sleep(0)  # the accept loop sees the full pool and pauses the listener
+            assert not srv.server.accepting
+            second = sockets.connect(srv.server_port, timeout=10)  # the kernel completes it
+            second.settimeout(10)
+            second.write(b"hello")
+            gevent.sleep(0.2)  # give a (wrongly) accepting listener its chance
+            # Not taken off the backlog: no queued connection, one handler running.
+            assert srv.server.queued == 0
+            assert srv.active_connections == 1
+            assert not srv.server.accepting
+            release.set()
+            for c in (first, second):
+                c.settimeout(10)
+                assert c.read(1) == b"x"
+                c.close()
+            # Both slots free again: accepting resumed.
+            _wait = gevent.Timeout(10)
+            with _wait:
+                while not srv.server.accepting:
+                    gevent.sleep(0.01)
+
+    run(body)
+
+
 def test_handler_exception_is_logged_and_server_keeps_serving(run, caplog):
     def handle(sock, address):
         if sock.read(4) == b"boom":

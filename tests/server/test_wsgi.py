@@ -43,6 +43,28 @@ def test_500_concurrent_keepalive_clients_bodies_verified(run, wsgi_server, clie
     run(body, timeout=110)
 
 
+def test_idle_keepalive_connections_hold_no_parser_or_request(run, wsgi_server, client_factory):
+    import gc
+
+    from reseau_patch.server import http
+
+    srv = wsgi_server(echo_app)
+
+    def body():
+        clients = [client_factory(srv.server_port) for _ in range(20)]
+        for c in clients:
+            status, _h, got = c.request("POST", "/", body=b"payload")
+            assert (status, got) == (200, b"payload")
+        gevent.sleep(0.1)  # let each handler return to IDLE
+        assert srv.active_connections == 20
+        gc.collect()
+        live = [o for o in gc.get_objects()
+                if type(o) in (http.RequestParser, http._Events, http.Request)]
+        assert live == []  # memory per idle connection: no per-request state survives
+
+    run(body)
+
+
 def test_handler_exception_answers_500_and_server_keeps_serving(run, wsgi_server,
                                                                client_factory, caplog):
     def app(environ, start_response):
