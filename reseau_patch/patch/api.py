@@ -31,16 +31,19 @@ def patch_socket(dns: bool = True) -> None:
 
     import gevent.socket as gsocket
 
+    from . import netfuncs
     from .green_socket import GreenSocket
-    from .netfuncs import create_connection
 
-    items: dict[str, Any] = {"socket": GreenSocket, "SocketType": GreenSocket,
-                             "create_connection": create_connection}
+    # SocketType stays the C type (_socket.socket), as in the stdlib: GreenSocket is a
+    # subclass of it, so isinstance(s, socket.SocketType) still holds.
+    items: dict[str, Any] = {"socket": GreenSocket,
+                             "create_connection": netfuncs.create_connection}
     if dns:
         for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
-                     "getnameinfo", "getfqdn"):
+                     "getfqdn"):
             if hasattr(gsocket, name):
                 items[name] = getattr(gsocket, name)
+        items["getnameinfo"] = netfuncs.getnameinfo
     _patch_items("socket", items)
     # Functions that build sockets look ``socket`` up in the module at call time
     # (socketpair, fromfd, create_server), so they now make GreenSockets unchanged.
