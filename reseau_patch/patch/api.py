@@ -151,6 +151,9 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         monkey.patch_builtins()
     if settings["signal"]:
         monkey.patch_signal()
+        from . import green_signal
+
+        green_signal.install()
     if settings["queue"]:
         patch_queue()
     if settings["contextvars"]:
