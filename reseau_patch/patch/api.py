@@ -133,6 +133,9 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
     # Same order as gevent: os, thread, time, sys, then the network modules.
     if settings["os"]:
         monkey.patch_os()
+        from . import green_os
+
+        green_os.install()
     if settings["thread"]:
         monkey.patch_thread(Event=Event)
     if settings["time"]:
