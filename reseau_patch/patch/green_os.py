@@ -25,10 +25,10 @@ _state: dict[str, Any] = {}
 
 
 def _on_default_loop() -> bool:
-    from gevent._hub_local import get_hub_if_exists
+    from gevent.hub import get_hub
 
-    hub = get_hub_if_exists()
-    return hub is None or bool(getattr(hub.loop, "default", True))
+    # The hub is created if needed: a real thread's first hub runs a non-default loop.
+    return bool(getattr(get_hub().loop, "default", True))
 
 
 def fork(*args: Any, **kwargs: Any) -> int:
