@@ -22,6 +22,7 @@ SOCKET_CASES = [
     "getnameinfo_keeps_no_reference",
     "create_connection_uses_a_replaced_socket_class",
     "string_ports_and_service_names",
+    "resolver_threads_are_real_threads",
 ]
 
 

@@ -214,6 +214,24 @@ def string_ports_and_service_names():
             pass
 
 
+def resolver_threads_are_real_threads():
+    # getaddrinfo blocks: the pool must run it on real OS threads even when threading is
+    # patched (default mode), never in a greenlet on the hub's thread.
+    from gevent.monkey import get_original
+
+    from reseau_patch.io.resolver.system import WorkerPool
+
+    real_ident = get_original("_thread", "get_ident")
+    pool = WorkerPool(max_workers=1)
+    seen = []
+    pool.submit(lambda: seen.append(real_ident()))
+    with gevent.Timeout(BOUND):
+        while not seen:
+            gevent.sleep(0.01)
+    pool.close()
+    assert seen[0] != real_ident(), "the resolver job ran on the hub's OS thread"
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("ok", sys.argv[1])
