@@ -267,7 +267,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
             dw = _dontwait(flags)
             if dw is None or dw[1]:
                 return _C.recvmsg_into(self, buffers, ancbufsize, flags)
-            return self._io(_C.recvmsg_into, READ, buffers, ancbufsize, dw[0])
+            return self._io(_C.recvmsg_into, READ, _reusable(buffers), ancbufsize, dw[0])
 
     # ------------------------------------------------------------------ writing
     def send(self, data: Any, flags: int = 0) -> int:
@@ -314,7 +314,8 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
             extra = () if address is None else (address,)
             if dw is None or dw[1]:
                 return _C.sendmsg(self, buffers, ancdata, flags, *extra)
-            return self._io(_C.sendmsg, WRITE, buffers, ancdata, dw[0], *extra)
+            return self._io(_C.sendmsg, WRITE, _reusable(buffers), _reusable(ancdata), dw[0],
+                            *extra)
 
     def _sendfile_use_sendfile(self, file: Any, offset: int = 0,
                                count: int | None = None) -> int:
@@ -453,6 +454,17 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 and _c_fileno(self) >= 0:
             _c_setblocking(self, True)  # hand the fd out in the mode the caller expects
         return super().detach()
+
+
+def _reusable(items: Any) -> Any:
+    """An iterable argument as a tuple, so a retry after EAGAIN sees it again (a generator
+    would be used up by the first try); a non-iterable as is, for the C method's error."""
+    if isinstance(items, (list, tuple)):
+        return items
+    try:
+        return tuple(items)
+    except TypeError:
+        return items
 
 
 def _sendfile_op(sock: Any, fileno: int, offset: int, blocksize: int) -> int:

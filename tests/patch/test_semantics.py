@@ -23,6 +23,7 @@ SOCKET_CASES = [
     "create_connection_uses_a_replaced_socket_class",
     "string_ports_and_service_names",
     "resolver_threads_are_real_threads",
+    "iterable_arguments_survive_a_wait",
 ]
 
 

@@ -214,6 +214,17 @@ def string_ports_and_service_names():
             pass
 
 
+def iterable_arguments_survive_a_wait():
+    # recvmsg_into/sendmsg take any iterable; a wait (EAGAIN, then retry) must not see a
+    # generator the first try used up.
+    a, b = socket.socketpair()
+    with a, b, gevent.Timeout(BOUND):
+        buf = bytearray(5)
+        gevent.spawn_later(0.05, b.sendmsg, (x for x in [b"he", b"llo"]))
+        nbytes, _, _, _ = a.recvmsg_into(o for o in [buf])
+        assert nbytes == 5 and buf == b"hello", (nbytes, buf)
+
+
 def resolver_threads_are_real_threads():
     # getaddrinfo blocks: the pool must run it on real OS threads even when threading is
     # patched (default mode), never in a greenlet on the hub's thread.
