@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import __version__, demo, demo_https
+from . import __version__
 
 _REST_MARKUP = re.compile(r"(?::[a-z]+:)?``?([^`]+)``?")
 
@@ -22,6 +22,9 @@ def plain_text(doc: str | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; each subcommand sets ``func(args) -> exit status``."""
+    # Imported here, not at the top: ``run`` must not pay for the demos' imports.
+    from . import demo, demo_https
+
     parser = argparse.ArgumentParser(
         prog="python -m reseau_patch",
         description="reseau_patch: a libev/libuv-free networking stack for Python.")
