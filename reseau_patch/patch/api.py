@@ -59,24 +59,11 @@ def patch_select() -> None:
     """
     from . import green_select
 
-    items: dict[str, Any] = {"select": green_select.select}
-    if green_select.poll is not None:
-        items["poll"] = green_select.poll
-    _patch_items("select", items)
+    _patch_items("select", green_select.select_items())
     _patch_items("selectors", {"DefaultSelector": green_select.DefaultSelector})
-    # The stdlib selector classes captured select.select / select.poll when ``selectors``
-    # was imported (often before us: platform -> subprocess -> selectors); point them at
-    # the cooperative ones so socketserver's PollSelector does not block the hub.
-    import selectors
-
     from gevent.monkey.api import patch_item
 
-    def _select(self: Any, r: Any, w: Any, x: Any, timeout: Any = None) -> Any:
-        return green_select.select(r, w, x, timeout)
-
-    patch_item(selectors.SelectSelector, "_select", _select)
-    if green_select.poll is not None and hasattr(selectors, "PollSelector"):
-        patch_item(selectors.PollSelector, "_selector_cls", green_select.poll)
+    green_select.install_selectors(patch_item)
 
 
 def patch_queue() -> None:
@@ -188,6 +175,10 @@ def _patch(settings: dict[str, bool], Event: bool, kwargs: dict[str, Any]) -> bo
         patch_select()
     if settings["ssl"]:
         patch_ssl()
+    if settings["socket"]:
+        # gevent.server / pywsgi captured gevent's socket class at import: point them at ours.
+        from .gevent_servers import install as patch_gevent_servers
+        patch_gevent_servers()
     if settings["subprocess"]:
         monkey.patch_subprocess()
     if settings["builtins"]:
@@ -201,6 +192,19 @@ def _patch(settings: dict[str, bool], Event: bool, kwargs: dict[str, Any]) -> bo
         patch_queue()
     if settings["contextvars"]:
         monkey.patch_contextvars()
+    # Foreign event loops and address-by-address clients (green_trio.py, clients.py).
+    if settings["thread"]:
+        from gevent.monkey.api import patch_item
+
+        from .green_asyncio import install as adapt_asyncio
+        from .green_trio import install as adapt_trio
+        from .thread_signals import install as guard_thread_signals
+        adapt_asyncio()
+        adapt_trio()
+        guard_thread_signals(patch_item)
+    if settings["socket"]:
+        from .clients import install as adapt_clients
+        adapt_clients()
 
     events.notify_and_call_entry_points(events.GeventDidPatchBuiltinModulesEvent(modules,
                                                                                kwargs))

@@ -30,7 +30,7 @@ from ..io.channel import Channel
 from ..io.event_loop import EventLoop
 from ..io.happy_eyeballs import HappyEyeballsConfig
 from ..io.resolver import Resolver
-from ..io.socket import Socket, SocketDomain, SocketOptions, check_port, os_error
+from ..io.socket import Socket, SocketDomain, SocketOptions, SocketState, check_port, os_error
 from ..io.tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions
 from .addresses import InetAddr, IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker, current_io_loop
@@ -190,8 +190,31 @@ class TCPServer:
             raise
         self._loop, self._socket = loop, sock
 
+    def adopt(self, sock: _socket.socket) -> None:
+        """Take over a bound (or listening) stream socket made elsewhere, in place of
+        ``bind``: a pre-forking server's shared listener. ``sock`` stays the caller's: this
+        server works on a ``dup`` of its fd and closes only that."""
+        if self._closed:
+            raise os_error(errno.EBADF, "server is closed")
+        if self._socket is not None:
+            raise os_error(errno.EINVAL, "server is already bound")
+        if not isinstance(sock, _socket.socket):
+            raise TypeError(f"expected a socket.socket, got {sock!r}")
+        if sock.type & 0xF != _socket.SOCK_STREAM:
+            raise os_error(errno.EINVAL, f"not a stream socket: {sock!r}")
+        loop = current_io_loop()
+        raw = _socket.socket(sock.family, _socket.SOCK_STREAM, 0, _socket.dup(sock.fileno()))
+        try:
+            io_sock = Socket(loop, _options(SocketDomain(sock.family), None, True, False, False),
+                             sock=raw)
+        except BaseException:
+            raw.close()
+            raise
+        io_sock.state = SocketState.BOUND  # listen() (re)runs listen(2): fine on a listener
+        self._loop, self._socket = loop, io_sock
+
     def listen(self, backlog: int = 511) -> TCPServer:
-        """Start accepting (after ``bind``)."""
+        """Start accepting (after ``bind`` or ``adopt``)."""
         if self._socket is None:
             raise os_error(errno.EINVAL, "listen before bind")
         if self._listener is not None:
@@ -323,20 +346,28 @@ def listen(*address: Any, backlog: int = 511, reuseaddr: bool = True,
            tls_timeout: float | None = DEFAULT_TLS_TIMEOUT) -> TCPServer:
     """Bind and listen: ``listen(port)`` binds 127.0.0.1, as the PRD says.
 
+    ``listen(sock)`` with a bound or listening ``socket.socket`` listens on a ``dup`` of
+    it instead (see :meth:`TCPServer.adopt`).
+
     TLS keywords are described in :mod:`.tls`; ``accept()`` then hands out only sockets
     whose handshake completed (see :class:`TCPServer`).
     """
-    domain, host, port = _split_address(address)
+    adopted = address[0] if len(address) == 1 and isinstance(address[0], _socket.socket) else None
+    if adopted is None:
+        domain, host, port = _split_address(address)
     tls_opts = server_tls_options(tls=tls, tls_options=tls_options, ssl_context=ssl_context,
                                   ssl_cert=ssl_cert, ssl_key=ssl_key, ssl_cacert=ssl_cacert,
                                   ssl_capath=ssl_capath, ssl_insecure=ssl_insecure,
                                   alpn_list=alpn_list, tls_timeout=tls_timeout)
     server = TCPServer(read_buffer_capacity=read_buffer_capacity, back_pressure=back_pressure,
                        tls_options=tls_opts)
-    if domain is None:
-        domain, host = _resolve_for_bind(host, port)
-    sockaddr = host if domain is SocketDomain.LOCAL else (host, port)
-    server._bind(domain, sockaddr, reuseaddr)
+    if adopted is not None:
+        server.adopt(adopted)
+    else:
+        if domain is None:
+            domain, host = _resolve_for_bind(host, port)
+        sockaddr = host if domain is SocketDomain.LOCAL else (host, port)
+        server._bind(domain, sockaddr, reuseaddr)
     try:
         return server.listen(backlog)
     except BaseException:
