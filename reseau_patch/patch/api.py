@@ -188,6 +188,8 @@ def _patch(settings: dict[str, bool], Event: bool, kwargs: dict[str, Any]) -> bo
         from . import green_signal
 
         green_signal.install()
+        if settings["thread"]:
+            green_signal.install_pthread_kill()
     if settings["queue"]:
         patch_queue()
     if settings["contextvars"]:

@@ -14,6 +14,11 @@ handler itself: a handler interrupted ``epoll_wait``, which PEP 475 resumes with
 timeout it computed before, so switching away from inside it would leave the hub waiting
 on stale timers when it resumes.
 
+``signal.pthread_kill`` (``thread=True`` only): ``threading.get_ident()`` then names a green
+thread, not an OS thread, and passing it to ``pthread_kill(3)`` is undefined behaviour
+(ESRCH at best, a hang or a crash at worst). An ident that is no live OS thread is taken
+for a green thread of the thread that patched (the main thread), where it runs.
+
 ``signal.signal`` returns and ``signal.getsignal`` reports the caller's own handler, never
 the wrapper. ``SIG_DFL``, ``SIG_IGN`` and ``default_int_handler`` are installed unwrapped
 (KeyboardInterrupt already goes to the main greenlet). SIGCHLD keeps gevent's handling.
@@ -24,9 +29,10 @@ from __future__ import annotations
 import signal as _stdsignal
 from typing import Any
 
-__all__ = ["getsignal", "install", "signal"]
+__all__ = ["getsignal", "install", "install_pthread_kill", "pthread_kill", "signal"]
 
-_state: dict[str, Any] = {"signal": None, "getsignal": None}
+_state: dict[str, Any] = {"signal": None, "getsignal": None, "pthread_kill": None,
+                          "main_ident": None}
 
 
 class _MainGreenletHandler:
@@ -74,6 +80,27 @@ def signal(signalnum: int, handler: Any) -> Any:
 def getsignal(signalnum: int) -> Any:
     """``signal.getsignal``: the handler the caller installed."""
     return _unwrap(_state["getsignal"](signalnum))
+
+
+def pthread_kill(thread_id: int, signalnum: int) -> None:
+    """``signal.pthread_kill``; a green thread's ident means the OS thread it runs in."""
+    import sys
+
+    if thread_id not in sys._current_frames():
+        thread_id = _state["main_ident"]
+    _state["pthread_kill"](thread_id, signalnum)
+
+
+def install_pthread_kill() -> None:
+    """For ``thread=True``: call from the thread that patches (its green threads' home)."""
+    from gevent.monkey import get_original
+    from gevent.monkey.api import patch_item
+
+    if not hasattr(_stdsignal, "pthread_kill") or _stdsignal.pthread_kill is pthread_kill:
+        return
+    _state["main_ident"] = get_original("_thread", "get_ident")()
+    _state["pthread_kill"] = _stdsignal.pthread_kill
+    patch_item(_stdsignal, "pthread_kill", pthread_kill)
 
 
 def install() -> None:

@@ -38,5 +38,9 @@ def test_signal_handler_exception_reaches_the_blocked_call(run_scenario, flags) 
     run_scenario("signals_and_fork", "handler_exception_reaches_the_blocked_sendall", *flags)
 
 
+def test_pthread_kill_with_a_green_thread_ident(run_scenario) -> None:
+    run_scenario("signals_and_fork", "pthread_kill_with_a_green_thread_ident")
+
+
 def test_fork_in_a_real_thread_then_waitpid_elsewhere(run_scenario) -> None:
     run_scenario("signals_and_fork", "fork_in_a_real_thread_then_waitpid_in_main", *NO_THREAD)

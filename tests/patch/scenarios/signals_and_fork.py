@@ -70,6 +70,24 @@ def fork_in_a_real_thread_then_waitpid_in_main():
     assert pid == pids[0] and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, status
 
 
+def pthread_kill_with_a_green_thread_ident():
+    # thread=True: threading.get_ident() names a green thread; pthread_kill(3) with it was
+    # undefined behaviour (ESRCH, or a hang). It reaches the OS thread the greenlet runs in.
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    main_ident = threading.get_ident()
+    try:
+        t = threading.Thread(target=signal.pthread_kill, args=(main_ident, signal.SIGUSR1))
+        t.start()
+        t.join(30)
+        with gevent.Timeout(30):
+            while not got:
+                gevent.sleep(0.01)
+        assert got == [signal.SIGUSR1], got
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("ok", sys.argv[1])
