@@ -1,44 +1,34 @@
-"""Echo benchmark: Reseau io/ channels vs threads, gevent (libev, libuv), asyncio and uvloop.
+"""Echo in one process: Reseau io/ channels vs threads, gevent (libev, libuv), asyncio, uvloop.
 
-Two measurements per implementation, all on 127.0.0.1, server and client in one process:
+Server and client share the process (and, for reseau-io, one EventLoop thread); 127.0.0.1:
 
-* ping-pong: one connection, a 64-byte message sent only after the previous echo fully
+* ``pingpong``: one connection, a 64-byte message sent only after the previous echo fully
   arrived; round trips per second after a warm-up;
-* bulk: one connection, the sender streams ``--bulk-mib`` MiB while the receiver reads the
-  echo back concurrently; MB/s (10**6 bytes) of payload through the echo.
+* ``bulk``: one connection, the sender streams ``BULK_MIB`` MiB while the receiver reads
+  the echo back concurrently; MB/s (10**6 bytes) of payload through the echo.
 
-Each implementation runs in its own subprocess (``--worker NAME``), so gevent's hub, the
-uvloop policy and leftover threads cannot influence the others. This is a benchmark, not a
-test: run it by hand, e.g. ``python benchmarks/io_echo.py --bulk-mib 256``.
+gevent rows use gevent's own sockets and StreamServer on that loop (nothing patched).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from .harness import Metric
+
+TITLE = "Echo in one process: io/ channels vs threads, gevent, asyncio, uvloop"
+BASELINE = "libev-cext"
+SUBJECT = "reseau-io"
+IMPLS = ("reseau-io", "stdlib", "libev-cext", "libuv-cffi", "asyncio", "uvloop")
+METRICS = {"pingpong": Metric("64 B ping-pong, in-process echo", "round trips/s"),
+           "bulk": Metric("bulk through an in-process echo", "MB/s")}
+TIMEOUT = 240
+ECHO_WINDOW = 256 * 1024
 PING = b"p" * 64
 CHUNK = 64 * 1024
-#: name -> extra environment for its subprocess.
-IMPLEMENTATIONS: dict[str, dict[str, str]] = {
-    "reseau": {},
-    "threads": {},
-    "gevent-libev": {"GEVENT_LOOP": "libev-cext"},
-    "gevent-libuv": {"GEVENT_LOOP": "libuv-cffi"},
-    "asyncio": {},
-    "uvloop": {},
-}
 Result = dict[str, Any]
 
 
@@ -53,12 +43,30 @@ def _result(pp_rounds: int, pp_seconds: float, bulk_bytes: int, bulk_seconds: fl
 # ---------------------------------------------------------------------------- reseau
 def run_reseau(rounds: int, warmup: int, nbytes: int, timeout: float) -> Result:
     """Server and client channels share one EventLoop thread."""
-    sys.path.insert(0, str(REPO))
-    from reseau_patch.demo import EchoHandler
     from reseau_patch.io.bootstrap import ClientBootstrap, ServerBootstrap
     from reseau_patch.io.channel import Channel, ChannelHandler, ChannelSlot, Direction
     from reseau_patch.io.event_loop import EventLoop
     from reseau_patch.io.message import IoMessage
+
+    class EchoHandler(ChannelHandler):
+        """Server side: each read message goes straight back; the read window re-opens
+        once it is on the wire; the channel shuts down gracefully at the peer's EOF."""
+
+        def initial_window_size(self) -> int:
+            return ECHO_WINDOW
+
+        def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
+            n = msg.len
+
+            def written(err: BaseException | None) -> None:
+                if err is None:
+                    slot.increment_read_window(n)
+
+            msg.on_completion = written
+            slot.send_message(msg, Direction.WRITE)
+
+        def process_read_eof(self, slot: ChannelSlot) -> None:
+            slot.channel.shutdown()
 
     class PingPong(ChannelHandler):
         """Sends 64 bytes, waits for all 64 to come back, repeats ``warmup + rounds`` times."""
@@ -393,95 +401,9 @@ def run_uvloop(rounds: int, warmup: int, nbytes: int, timeout: float) -> Result:
     return _result(rounds, pp_s, nbytes, bulk_s, received, note=f"uvloop {uvloop.__version__}")
 
 
-WORKERS: dict[str, Callable[[int, int, int, float], Result]] = {
-    "reseau": run_reseau,
-    "threads": run_threads,
-    "gevent-libev": run_gevent,
-    "gevent-libuv": run_gevent,
-    "asyncio": run_asyncio,
-    "uvloop": run_uvloop,
-}
-
-
-# ---------------------------------------------------------------------------- driver
-def _run_worker(name: str, args: argparse.Namespace) -> Result:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
-           "--rounds", str(args.rounds), "--warmup", str(args.warmup),
-           "--bulk-mib", str(args.bulk_mib), "--timeout", str(args.timeout)]
-    env = {**os.environ, **IMPLEMENTATIONS[name]}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=2 * args.timeout + 30)
-    except subprocess.TimeoutExpired:
-        return {"error": f"worker killed after {2 * args.timeout + 30:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _best(results: list[Result]) -> Result:
-    ok = [r for r in results if "error" not in r]
-    if not ok:
-        return results[-1]
-    return {**ok[0], "pingpong_rps": max(r["pingpong_rps"] for r in ok),
-            "bulk_mbps": max(r["bulk_mbps"] for r in ok)}
-
-
-def _print_table(results: dict[str, Result]) -> None:
-    base = results.get("reseau", {})
-    header = (f"{'implementation':14} {'ping-pong rt/s':>15} {'x reseau':>9} "
-              f"{'bulk MB/s':>10} {'x reseau':>9}  notes")
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        if "error" in r:
-            print(f"{name:14} {'FAILED':>15} {'':>9} {'':>10} {'':>9}  {r['error']}")
-            continue
-        cells = [f"{name:14}"]
-        for key, width in (("pingpong_rps", 15), ("bulk_mbps", 10)):
-            cells.append(f"{r[key]:>{width},.0f}" if key == "pingpong_rps"
-                         else f"{r[key]:>{width},.1f}")
-            ref = base.get(key)
-            cells.append(f"{r[key] / ref:>8.2f}x" if ref else f"{'n/a':>9}")
-        print(" ".join(cells) + f"  {r.get('note', '')}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20_000, help="timed ping-pong round trips")
-    parser.add_argument("--warmup", type=int, default=1_000, help="untimed ping-pong round trips")
-    parser.add_argument("--bulk-mib", type=int, default=1024,
-                        help="MiB streamed through the echo in the bulk test (default 1024)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="per-measurement timeout in seconds (default 120)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per implementation; best kept")
-    parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), metavar="NAME",
-                        help=f"run only these: {', '.join(IMPLEMENTATIONS)}")
-    parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.warmup < 0 or args.bulk_mib < 1 or args.repeat < 1:
-        parser.error("--rounds, --bulk-mib and --repeat must be >= 1, --warmup >= 0")
-
-    if args.worker:
-        res = WORKERS[args.worker](args.rounds, args.warmup, args.bulk_mib << 20, args.timeout)
-        print(json.dumps(res))
-        return 0
-
-    print("command:", shlex.join([sys.executable, *sys.argv]))
-    print(f"python {platform.python_version()} on {platform.platform()}, "
-          f"{os.cpu_count()} CPUs; ping-pong {args.rounds} x 64 B after {args.warmup} warm-up; "
-          f"bulk {args.bulk_mib} MiB; best of {args.repeat}")
-    results: dict[str, Result] = {}
-    for name in args.only or IMPLEMENTATIONS:
-        started = time.perf_counter()
-        results[name] = _best([_run_worker(name, args) for _ in range(args.repeat)])
-        print(f"  ran {name} in {time.perf_counter() - started:.1f} s", flush=True)
-    print()
-    _print_table(results)
-    return 1 if any("error" in r for r in results.values()) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
+    rounds, warmup, nbytes = (300, 30, 4 << 20) if quick else (20_000, 1_000, 512 << 20)
+    worker = {"reseau-io": run_reseau, "stdlib": run_threads, "libev-cext": run_gevent,
+              "libuv-cffi": run_gevent, "asyncio": run_asyncio, "uvloop": run_uvloop}[impl]
+    res = worker(rounds, warmup, nbytes, TIMEOUT - 30)
+    return {"pingpong": res["pingpong_rps"], "bulk": res["bulk_mbps"], "note": res["note"]}

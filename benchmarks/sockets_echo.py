@@ -11,9 +11,19 @@ the echo server and the client as greenlets of the same process:
   half-closes while the receiver greenlet reads the echo back concurrently; MB/s (10**6
   bytes) of payload.
 
+Two more bulk workloads (issue 10), each a self-contained function, when ``--tls-mib`` /
+``--channel-mib`` are not 0: TLS echo bulk (``tls_bulk``: our ``connect``/``listen`` with
+``tls=True`` against gevent's ``ssl`` wrapping of its cooperative socket, the object
+``gevent.monkey`` puts behind ``ssl.SSLContext.wrap_socket``), and plaintext bulk through
+the channel (``channel_bulk``: TCPSockets kept off the direct path by a pass-through
+handler, so every byte goes SocketHandler -> channel -> TCPSocket; gevent runs its plain
+socket). The sender streams N MiB in 64 KiB writes, the receiver counts the echo.
+Goal: TLS bulk >= 0.8x gevent.
+
 Goals for reseau (from the issue): ping-pong time <= 1.3x gevent libev-cext's, bulk
 throughput >= 0.9x its MB/s. Each implementation runs in its own subprocess (``--worker``);
-``--repeat N`` keeps the best of N runs. ``--profile`` instead runs the reseau worker in this
+``--repeat N`` keeps the best of N runs (rounds interleaved across implementations).
+``--profile`` instead runs the reseau worker in this
 process under cProfile and prints each workload's top functions by own time. This is a
 benchmark, not a test: ``python benchmarks/sockets_echo.py --bulk-mib 256 --repeat 3``.
 """
@@ -38,6 +48,7 @@ CHUNK = 64 * 1024
 BASELINE = "gevent-libev"
 PINGPONG_GOAL = 1.3  # reseau time / baseline time, at most
 BULK_GOAL = 0.9  # reseau MB/s / baseline MB/s, at least
+TLS_BULK_GOAL = 0.8  # reseau TLS MB/s / baseline TLS MB/s, at least
 #: name -> extra environment for its subprocess.
 IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     "reseau": {},
@@ -200,6 +211,151 @@ def bulk(api: Api, port: int, nbytes: int) -> tuple[float, int]:
     return elapsed, received
 
 
+def _stream_echo(conn: Any, read_into: Callable[[Any, Any], int],
+                 write_all: Callable[[Any, Any], None], close: Callable[[Any], None]) -> None:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        while n := read_into(conn, buf):
+            write_all(conn, view[:n])
+    except OSError:
+        pass  # the client closed without a TLS close_notify: the echo is over
+    finally:
+        close(conn)
+
+
+def _count_echo(conn: Any, nbytes: int, read_into: Callable[[Any, Any], int],
+                write_all: Callable[[Any, Any], None]) -> float:
+    """Stream ``nbytes`` from a sender greenlet and read the echo back; seconds."""
+    import gevent
+
+    block = memoryview(bytes(range(256)) * (CHUNK // 256))
+
+    def send() -> None:
+        left = nbytes
+        while left > 0:
+            write_all(conn, block[:min(left, CHUNK)])
+            left -= CHUNK
+
+    buf = bytearray(CHUNK)
+    received = 0
+    t0 = time.perf_counter()
+    sender = gevent.spawn(send)
+    while received < nbytes:
+        n = read_into(conn, buf)
+        if not n:
+            raise ConnectionError(f"echo ended after {received} of {nbytes} bytes")
+        received += n
+    elapsed = time.perf_counter() - t0
+    sender.get()
+    return elapsed
+
+
+def tls_bulk(name: str, nbytes: int, cert_dir: str) -> float:
+    """TLS echo bulk, MB/s: ``name`` "reseau" uses the sockets API with ``tls=True``;
+    any other name gevent's ssl over its cooperative socket (as under gevent.monkey)."""
+    import gevent
+
+    cert, key, ca = (os.path.join(cert_dir, f) for f in ("cert.pem", "key.pem", "ca.pem"))
+    if name == "reseau":
+        from reseau_patch import sockets
+        from reseau_patch.sockets.tcp import TCPSocket
+
+        srv = sockets.listen(("127.0.0.1", 0), tls=True, ssl_cert=cert, ssl_key=key)
+        acceptor = sockets.accept(srv, lambda c: _stream_echo(
+            c, TCPSocket.readinto, TCPSocket.write, TCPSocket.close))
+        conn = sockets.connect("127.0.0.1", srv.getsockname()[1], tls=True, ssl_cacert=ca)
+        try:
+            secs = _count_echo(conn, nbytes, TCPSocket.readinto, TCPSocket.write)
+        finally:
+            conn.close()
+            srv.close()
+            acceptor.join(5)
+        return nbytes / secs / 1e6
+    from gevent import socket as gsocket
+    from gevent import ssl as gssl
+
+    sctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    cctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+    cctx.load_verify_locations(ca)
+    listener = gsocket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        conn = sctx.wrap_socket(raw, server_side=True)
+        _stream_echo(conn, type(conn).recv_into, type(conn).sendall, type(conn).close)
+
+    server = gevent.spawn(serve)
+    raw = gsocket.create_connection(listener.getsockname())
+    raw.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+    conn = cctx.wrap_socket(raw, server_hostname="localhost")
+    try:
+        secs = _count_echo(conn, nbytes, type(conn).recv_into, type(conn).sendall)
+    finally:
+        conn.close()
+        server.join(5)
+        listener.close()
+    return nbytes / secs / 1e6
+
+
+def channel_bulk(name: str, nbytes: int) -> float:
+    """Plaintext echo bulk through the channel, MB/s (gevent: its plain socket)."""
+    import gevent
+
+    if name != "reseau":
+        api = _gevent_api()
+        port, stop = api.serve(_echo(api))
+        conn = api.connect(port)
+        try:
+            secs = _count_echo(conn, nbytes, api.read_into, api.write_all)
+        finally:
+            api.close(conn)
+            stop()
+        return nbytes / secs / 1e6
+    import socket as stdsocket
+
+    from reseau_patch.io.channel import Channel, ChannelHandler
+    from reseau_patch.io.socket import Socket as IoSocket
+    from reseau_patch.io.socket_handler import SocketHandler
+    from reseau_patch.sockets.parking import current_io_loop
+    from reseau_patch.sockets.tcp import TCPSocket
+
+    class PassThrough(ChannelHandler):
+        def initial_window_size(self) -> int:
+            return 0  # grants exactly what the TCPSocket grants
+
+    def on_channel(raw: stdsocket.socket) -> TCPSocket:
+        raw.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+        loop = current_io_loop()
+        ch = Channel(loop, back_pressure=True)
+        ch.activate()
+        ch.add_handler(SocketHandler(IoSocket(loop, sock=raw)))
+        ch.add_handler(PassThrough())
+        tcp = TCPSocket(loop)
+        tcp.attach(ch)
+        ch.on_shutdown = lambda c, err: (tcp.on_channel_shutdown(c, err), c.destroy())
+        ch.add_handler(tcp)
+        ch.trigger_read()
+        return tcp
+
+    with stdsocket.create_server(("127.0.0.1", 0)) as lsock:
+        a = stdsocket.create_connection(lsock.getsockname(), timeout=5)
+        b, _ = lsock.accept()
+    client, server = on_channel(a), on_channel(b)
+    echo = gevent.spawn(_stream_echo, server, TCPSocket.readinto, TCPSocket.write,
+                        TCPSocket.close)
+    try:
+        secs = _count_echo(client, nbytes, TCPSocket.readinto, TCPSocket.write)
+    finally:
+        client.close()
+        echo.join(5)
+    return nbytes / secs / 1e6
+
+
 def _setup(name: str) -> tuple[Api, str]:
     """The API for ``name`` and a note naming the loop actually used."""
     import gevent
@@ -216,7 +372,8 @@ def _setup(name: str) -> tuple[Api, str]:
 
 
 def run_worker(name: str, rounds: int, warmup: int, nbytes: int, timeout: float,
-               profile: Callable[[str, Callable[[], Any]], Any] | None = None) -> Result:
+               profile: Callable[[str, Callable[[], Any]], Any] | None = None,
+               tls_bytes: int = 0, channel_bytes: int = 0, cert_dir: str = "") -> Result:
     """Both workloads for ``name`` in this process; ``profile(label, fn)`` wraps each."""
     import gevent
 
@@ -232,12 +389,22 @@ def run_worker(name: str, rounds: int, warmup: int, nbytes: int, timeout: float,
         with gevent.Timeout(timeout, TimeoutError(f"{name} bulk exceeded {timeout} s")):
             bulk_s, received = wrap("bulk", lambda: bulk(api, port, nbytes))
         ticks2 = io_loop.stats.ticks if io_loop is not None else 0
+        extra: Result = {}
+        if tls_bytes:
+            with gevent.Timeout(timeout, TimeoutError(f"{name} TLS bulk exceeded {timeout} s")):
+                extra["tls_mbps"] = wrap("tls-bulk",
+                                         lambda: tls_bulk(name, tls_bytes, cert_dir))
+        if channel_bytes:
+            with gevent.Timeout(timeout, TimeoutError(f"{name} channel bulk exceeded "
+                                                      f"{timeout} s")):
+                extra["channel_mbps"] = wrap("channel-bulk",
+                                             lambda: channel_bulk(name, channel_bytes))
     finally:
         stop()
     if received != nbytes:
         raise RuntimeError(f"bulk echo returned {received} of {nbytes} bytes")
     res: Result = {"pingpong_s": pp_s, "pingpong_us": pp_s / rounds * 1e6,
-                   "bulk_s": bulk_s, "bulk_mbps": nbytes / bulk_s / 1e6, "note": note}
+                   "bulk_s": bulk_s, "bulk_mbps": nbytes / bulk_s / 1e6, "note": note, **extra}
     if io_loop is not None:
         res["ticks_per_rt"] = (ticks1 - ticks0) / (rounds + warmup)
         res["ticks_per_mib"] = (ticks2 - ticks1) / (nbytes / (1 << 20))
@@ -262,7 +429,8 @@ def _profile_reseau(args: argparse.Namespace) -> int:
                 args.profile_top)
 
     res = run_worker("reseau", args.rounds, args.warmup, args.bulk_mib << 20, args.timeout,
-                     profile=profiled)
+                     profile=profiled, tls_bytes=args.tls_mib << 20,
+                     channel_bytes=args.channel_mib << 20, cert_dir=args.certs)
     print(json.dumps(res))
     return 0
 
@@ -271,7 +439,9 @@ def _profile_reseau(args: argparse.Namespace) -> int:
 def _run_worker(name: str, args: argparse.Namespace) -> Result:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--rounds", str(args.rounds), "--warmup", str(args.warmup),
-           "--bulk-mib", str(args.bulk_mib), "--timeout", str(args.timeout)]
+           "--bulk-mib", str(args.bulk_mib), "--timeout", str(args.timeout),
+           "--tls-mib", str(args.tls_mib), "--channel-mib", str(args.channel_mib),
+           "--certs", args.certs]
     env = {k: v for k, v in os.environ.items() if k != "GEVENT_LOOP"}
     env.update(IMPLEMENTATIONS[name])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -292,8 +462,12 @@ def _best(results: list[Result]) -> Result:
         return results[-1]
     fastest = min(ok, key=lambda r: r["pingpong_s"])
     widest = max(ok, key=lambda r: r["bulk_mbps"])
-    return {**fastest, **{k: widest[k] for k in ("bulk_s", "bulk_mbps", "ticks_per_mib")
+    best = {**fastest, **{k: widest[k] for k in ("bulk_s", "bulk_mbps", "ticks_per_mib")
                           if k in widest}}
+    for key in ("tls_mbps", "channel_mbps"):
+        if any(key in r for r in ok):
+            best[key] = max(r.get(key, 0.0) for r in ok)
+    return best
 
 
 def _print_table(results: dict[str, Result], rounds: int) -> None:
@@ -325,10 +499,38 @@ def _print_table(results: dict[str, Result], rounds: int) -> None:
           f"{'MET' if pp <= PINGPONG_GOAL else 'MISSED'}")
     print(f"goal bulk throughput >= {BULK_GOAL}x {BASELINE}: {bk:.2f}x "
           f"{'MET' if bk >= BULK_GOAL else 'MISSED'}")
+    for key, label, goal in (("tls_mbps", "TLS echo bulk", TLS_BULK_GOAL),
+                             ("channel_mbps", "plaintext bulk through the channel", None)):
+        if key not in r or key not in base:
+            continue
+        print(f"{label}: " + ", ".join(f"{n} {res[key]:,.1f} MB/s" for n, res in
+                                        results.items() if key in res))
+        ratio = r[key] / base[key]
+        verdict = "" if goal is None else (
+            f" (goal >= {goal}x: {'MET' if ratio >= goal else 'MISSED'})")
+        print(f"  reseau / {BASELINE}: {ratio:.2f}x{verdict}")
 
 
 def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}x"
+
+
+def _make_certs() -> str:
+    """A CA and a localhost certificate in a temporary directory (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from reseau_patch import pki
+
+    d = tempfile.mkdtemp(prefix="sockets_echo_pki_")
+    atexit.register(shutil.rmtree, d, True)
+    ca = pki.make_ca("sockets_echo CA")
+    Path(d, "ca.pem").write_bytes(ca.cert_pem())
+    cert, key = ca.issue(["localhost"], ["127.0.0.1"]).write_pem(Path(d), "server")
+    os.replace(cert, os.path.join(d, "cert.pem"))
+    os.replace(key, os.path.join(d, "key.pem"))
+    return d
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="profile the reseau worker in this process (cProfile, by tottime)")
     parser.add_argument("--profile-top", type=int, default=25, help="rows per profile")
+    parser.add_argument("--tls-mib", type=int, default=256,
+                        help="MiB through the TLS echo (0: skip; default 256)")
+    parser.add_argument("--channel-mib", type=int, default=256,
+                        help="MiB through the plaintext channel echo (0: skip; default 256)")
+    parser.add_argument("--certs", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=list(IMPLEMENTATIONS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0 or args.bulk_mib < 1 or args.repeat < 1:
@@ -352,11 +559,14 @@ def main(argv: list[str] | None = None) -> int:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
 
+    if args.tls_mib and not args.certs:
+        args.certs = _make_certs()
     if args.profile:
         return _profile_reseau(args)
     if args.worker:
         res = run_worker(args.worker, args.rounds, args.warmup, args.bulk_mib << 20,
-                         args.timeout)
+                         args.timeout, tls_bytes=args.tls_mib << 20,
+                         channel_bytes=args.channel_mib << 20, cert_dir=args.certs)
         print(json.dumps(res))
         return 0
 
@@ -364,11 +574,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs; ping-pong {args.rounds} x 64 B after {args.warmup} warm-up; "
           f"bulk {args.bulk_mib} MiB in {CHUNK // 1024} KiB writes; best of {args.repeat}")
-    results: dict[str, Result] = {}
-    for name in args.only or IMPLEMENTATIONS:
-        started = time.perf_counter()
-        results[name] = _best([_run_worker(name, args) for _ in range(args.repeat)])
-        print(f"  ran {name} in {time.perf_counter() - started:.1f} s", flush=True)
+    names = list(args.only or IMPLEMENTATIONS)
+    runs: dict[str, list[Result]] = {name: [] for name in names}
+    for i in range(args.repeat):  # rounds interleaved: a load change hits every name alike
+        for name in names:
+            started = time.perf_counter()
+            runs[name].append(_run_worker(name, args))
+            print(f"  round {i + 1}: ran {name} in {time.perf_counter() - started:.1f} s",
+                  flush=True)
+    results = {name: _best(runs[name]) for name in names}
     print()
     _print_table(results, args.rounds)
     return 1 if any("error" in r for r in results.values()) else 0

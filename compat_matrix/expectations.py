@@ -1,14 +1,17 @@
-"""Known failures per suite: ``compat_matrix/expectations/<suite>.toml`` (or ``.json``).
+"""Known failures per suite: ``compat_matrix/expectations/<suite>.toml`` (or ``.json``); a
+CPython module's suite is ``cpython/<module>``: its file is
+``expectations/cpython/<module>.toml``.
 
 Format (TOML; the JSON form is the same structure)::
 
     [[expect]]
-    test = "test/test_x.py::TestY::test_z[param]"   # exact pytest node id, or
+    test = "test/test_x.py::TestY::test_z[param]"   # exact pytest node id (CPython modules:
+                                                      # unittest id test.test_x.Y.test_z), or
     # pattern = "test/test_x.py::TestY::test_*"     # fnmatch pattern ('[' is literal here)
     modes = ["*"]                                     # modes it applies to; "*" = all
     reason = "environment: ..."                       # required, non-empty
 
-``--check`` fails on any failing/erroring test in the checked modes that no entry covers.
+``--check`` fails on any failing/erroring/hung test in the checked modes that no entry covers.
 An entry only excuses a test; it never makes a passing test fail (stale entries are reported).
 """
 

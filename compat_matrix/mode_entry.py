@@ -40,7 +40,7 @@ def _write_json(path: str, data: dict) -> None:
         json.dump(data, f, indent=1, sort_keys=True)
 
 
-def _apply_patch(patcher: str, kwargs: dict) -> None:
+def apply_patch(patcher: str, kwargs: dict) -> None:
     """Run the patcher; any exception propagates to the caller, which records it."""
     if patcher == "gevent":
         from gevent import monkey
@@ -105,7 +105,7 @@ def _qualname(obj: object) -> str:
     return f"{mod}.{name}"
 
 
-def _patch_info(patcher: str) -> dict[str, str]:
+def patch_info(patcher: str) -> dict[str, str]:
     """What is live after patching, read from the modules themselves (patcher-neutral)."""
     import select
     import socket
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
                     "loopback_guard": True}
     install_loopback_guard()
     try:
-        _apply_patch(patcher, kwargs)
+        apply_patch(patcher, kwargs)
     except BaseException as exc:  # noqa: BLE001 - any failure to patch is a mode-level error
         import traceback
 
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
         status["traceback"] = traceback.format_exc()[-4000:]
         _write_json(status_path, status)
         return PATCH_ERROR_EXIT
-    status["patch_info"] = _patch_info(patcher)
+    status["patch_info"] = patch_info(patcher)
     _write_json(status_path, status)
 
     import pytest

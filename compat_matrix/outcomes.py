@@ -13,13 +13,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
-FAILING = ("failed", "error")
+OUTCOMES = ("passed", "failed", "error", "hang", "skipped")
+FAILING = ("failed", "error", "hang")
 
 
 @dataclass
 class TestOutcome:
-    """One test's outcome and, unless it passed, the first line(s) of why."""
+    """One test's outcome and, unless it passed, the first line(s) of why.
+
+    ``hang``: the CPython runner's watchdog killed the test (the pytest suites record a stall
+    as ``error``)."""
 
     outcome: str
     message: str = ""
@@ -67,7 +70,7 @@ class ModeResult:
         return cls(**data)
 
 
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+_RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3, "hang": 4}
 
 
 def _merge(old: TestOutcome | None, new: TestOutcome, when: str) -> TestOutcome:

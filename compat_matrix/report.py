@@ -14,6 +14,7 @@ from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
 
+import cpython_suite
 import expectations
 from modes import MODES
 from outcomes import FAILING, ModeResult
@@ -35,6 +36,17 @@ def key_packages(freeze: str) -> dict[str, str]:
         if sep and name.lower() in _KEY_PACKAGES:
             found[name.lower()] = version
     return dict(sorted(found.items()))
+
+
+def host_packages() -> dict[str, str]:
+    """Versions of the patchers in the runner's own interpreter (the CPython modules run there)."""
+    found = {}
+    for name in ("gevent", "greenlet", "cryptography", "reseau_patch"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def diff_vs_plain(plain: ModeResult, other: ModeResult) -> list[dict[str, str]]:
@@ -113,8 +125,9 @@ def _one_line(text: str, limit: int = MD_MESSAGE_CHARS) -> str:
 
 def _counts_table(suite: dict) -> list[str]:
     lines = [
-        "| mode | status | passed | failed | errors | skipped | wall (s) | differs from plain |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| mode | status | passed | failed | errors | hangs | skipped | wall (s) "
+        "| differs from plain |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in MODES:
         m = suite["modes"].get(name)
@@ -124,7 +137,7 @@ def _counts_table(suite: dict) -> list[str]:
         diff = "—" if m["diff_vs_plain"] is None else str(len(m["diff_vs_plain"]))
         status = m["status"] if m["status"] == "ok" else f"**{m['status']}**"
         lines.append(f"| {name} | {status} | {c['passed']} | {c['failed']} | {c['error']} "
-                     f"| {c['skipped']} | {m['seconds']:.0f} | {diff} |")
+                     f"| {c.get('hang', 0)} | {c['skipped']} | {m['seconds']:.0f} | {diff} |")
     return lines
 
 
@@ -173,18 +186,47 @@ def _diffs(suite: dict) -> list[str]:
     return ["### Differences from plain", "", *lines] if lines else []
 
 
+def _cpython_overview(results: dict) -> list[str]:
+    """One row per CPython module, one column per mode: passed/failed+errors/hangs/skipped."""
+    rows = {k: v for k, v in results["suites"].items() if k.startswith("cpython/")}
+    if not rows:
+        return []
+    lines = ["## CPython test modules at a glance", "", *(f"- {n}" for n in cpython_suite.NOTES),
+             "", "Each cell: passed / failed (incl. errors) / hangs / skipped, wall seconds. "
+             "A hang is a test the watchdog killed; the module went on without it.", "",
+             "| module | " + " | ".join(MODES) + " |", "|---|" + "---|" * len(MODES)]
+    totals = {m: [0, 0, 0, 0, 0.0] for m in MODES}
+    for name, suite in rows.items():
+        cells = []
+        for mode in MODES:
+            m = suite["modes"].get(mode)
+            if m is None:
+                cells.append("—")
+                continue
+            c = m["counts"]
+            vals = [c["passed"], c["failed"] + c["error"], c.get("hang", 0), c["skipped"]]
+            for i, v in enumerate([*vals, m["seconds"]]):
+                totals[mode][i] += v
+            flag = "" if m["status"] == "ok" else f" **{m['status']}**"
+            cells.append("/".join(map(str, vals)) + f", {m['seconds']:.0f} s{flag}")
+        lines.append(f"| {name.split('/', 1)[1]} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(
+        "/".join(str(int(v)) for v in t[:4]) + f", {t[4]:.0f} s" for t in totals.values()) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(results: dict) -> str:
     """RESULTS.md from the merged results.json."""
     h = results.get("header", {})
     out = [
-        "# Third-party compat matrix",
+        "# Compat matrix: third-party suites and CPython's own networking tests",
         "",
         f"Report written {h.get('generated', '?')} — Python {h.get('python', '?')}, gevent "
         f"{h.get('host_gevent', '?')}, {h.get('machine', '?')}. Each suite lists when and by "
         "which command each mode last ran. Rerun everything with "
         "`python compat_matrix/run_suites.py --suite all` (see its --help).",
         "",
-        "| mode | patch applied before pytest is imported |",
+        "| mode | patch applied before pytest (or the CPython test module) is imported |",
         "|---|---|",
         *(f"| {m.name} | `{m.describe()}` |" for m in MODES.values()),
         "",
@@ -199,11 +241,16 @@ def render_markdown(results: dict) -> str:
         "need a tarpit address to hang fail in plain mode too (listed as environment).",
         "",
     ]
+    out += _cpython_overview(results)
     for name, suite in results["suites"].items():
         out += [f"## {name} {suite['version']}", ""]
         out += [f"- {n}" for n in suite.get("notes", [])]
         pkgs = ", ".join(f"{k} {v}" for k, v in suite.get("packages", {}).items())
-        out += [f"- installed: {pkgs}", f"- pytest args: `{' '.join(suite['pytest_args'])}`"]
+        out += [f"- installed: {pkgs}"]
+        if "pytest_args" in suite:
+            out += [f"- pytest args: `{' '.join(suite['pytest_args'])}`"]
+        else:
+            out += [f"- run: {'; '.join(suite.get('run_args', []))}"]
         by_cmd: dict[str, list[str]] = defaultdict(list)
         for mode, r in suite.get("run", {}).items():
             by_cmd[r["command"]].append(f"{mode} {r['at']}")
@@ -214,7 +261,7 @@ def render_markdown(results: dict) -> str:
                     "", "```", *suite["prepare_error"].strip().splitlines()[-15:], "```", ""]
         out += _counts_table(suite) + [""]
         summaries = [(k, m["pytest_summary"]) for k, m in suite["modes"].items()]
-        out += ["pytest's own summary lines:", ""]
+        out += ["pytest's own summary lines:" if "pytest_args" in suite else "Summary lines:", ""]
         out += [f"- {k}: {s or '(none)'}" for k, s in summaries] + [""]
         out += _mode_errors(suite) + _plain_failures(suite) + _diffs(suite)
     return "\n".join(out).rstrip() + "\n"

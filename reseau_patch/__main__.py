@@ -1,4 +1,4 @@
-"""Command line: ``python -m reseau_patch demo | run ... | doctor``.
+"""Command line: ``python -m reseau_patch demo | run ... | doctor | bench ...``.
 
 ``run`` is dispatched before anything else is imported: patching must come first.
 """
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = sub.add_parser("run", help="patch_all(), then run a script or -m module",
                                 add_help=False)
     run_parser.set_defaults(func=lambda a: 0)
+    sub.add_parser("bench", help="run the benchmarks (python -m benchmarks; see --help)",
+                   add_help=False)
     doctor_parser = sub.add_parser("doctor", help="loop, resolver, patches and versions")
     doctor_parser.set_defaults(func=lambda a: _doctor())
     return parser
@@ -57,6 +59,22 @@ def _doctor() -> int:
     return doctor()
 
 
+def _bench(argv: list[str]) -> int:
+    """``bench [names...]``: the harness in ``benchmarks/`` next to this package (a source
+    checkout; ``benchmarks`` is not installed with the package)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "harness.py").is_file():
+        raise SystemExit(f"reseau_patch bench: no benchmarks/ next to {root / 'reseau_patch'}; "
+                         "run it from a source checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+
+    return bench_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run(argv[1:])
         return 0
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,15 +1,19 @@
-"""Suite-wide fixtures: every test must leave no new fd and no new thread behind.
+"""Suite-wide fixtures: every test must leave nothing behind — no new fd, thread, live
+greenlet, undestroyed channel, or armed timer on this thread's hub loop.
 
 Mark a test ``@pytest.mark.allow_leaks`` to skip the check (say why in the test).
+Also registers the ``soak`` marker (long load tests; ``RESEAU_SOAK_COUNT`` scales them).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 import time
 
+import greenlet
 import pytest
 
 _FD_DIR = "/proc/self/fd"
@@ -34,6 +38,67 @@ def _open_fds() -> dict[int, str] | None:
         except (OSError, ValueError):
             continue
     return fds
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "soak: a long load test; RESEAU_SOAK_COUNT sets its size (CI runs it small)")
+
+
+def _hub_loop_of_this_thread():
+    """This thread's io EventLoop under an existing gevent hub on our loop, else None
+    (never creates a hub: tests that do not use one must not get one)."""
+    hub_local = sys.modules.get("gevent._hub_local")
+    hub = hub_local.get_hub_if_exists() if hub_local is not None else None
+    return getattr(getattr(hub, "loop", None), "io_loop", None), hub
+
+
+def _live_objects() -> tuple[dict[int, str], dict[int, str]]:
+    """``({id: repr} of live greenlets, {id: repr} of channels not destroyed)``.
+
+    A greenlet counts when started and unfinished, runs in this thread (other threads'
+    greenlets, such as gevent's process-wide threadpool workers, end with their thread,
+    which the thread check covers), and is neither a hub nor the main greenlet. A channel
+    counts until ``destroy()`` detached its handlers. One gc pass (a few ms) finds both.
+    """
+    channel_cls = getattr(sys.modules.get("reseau_patch.io.channel"), "Channel", None)
+    hub_cls = getattr(sys.modules.get("gevent.hub"), "Hub", None)
+    main = greenlet.getcurrent()
+    while main.parent is not None:
+        main = main.parent
+    greenlets: dict[int, str] = {}
+    channels: dict[int, str] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet.greenlet):
+            if (obj and obj.parent is not None and not (hub_cls and isinstance(obj, hub_cls))
+                    and _root(obj) is main):
+                greenlets[id(obj)] = _describe_greenlet(obj)
+        elif channel_cls is not None and isinstance(obj, channel_cls):
+            if obj.first is not None:
+                channels[id(obj)] = repr(obj)
+    return greenlets, channels
+
+
+def _root(g: greenlet.greenlet) -> greenlet.greenlet:
+    while g.parent is not None:
+        g = g.parent
+    return g
+
+
+def _describe_greenlet(g: greenlet.greenlet) -> str:
+    frame = g.gr_frame
+    where = ""
+    while frame is not None:  # innermost frame of our code or the tests: most telling
+        if "reseau_patch" in frame.f_code.co_filename or "tests" in frame.f_code.co_filename:
+            where = f" at {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return f"{g!r}{where}"
+
+
+def _armed_timers(io_loop) -> int:
+    if io_loop is None or io_loop.closed:
+        return 0
+    return io_loop.pending_counts()["timers"]
 
 
 def _describe_thread(t: threading.Thread) -> str:
@@ -61,18 +126,29 @@ def _leaks(fds_before: dict[int, str] | None,
 
 @pytest.fixture(autouse=True)
 def _no_leaked_fds_or_threads(request: pytest.FixtureRequest):
-    """Fail a test (at teardown) that leaves a new open fd or live thread behind."""
+    """Fail a test (at teardown) that leaves a new open fd, live thread, live greenlet,
+    undestroyed channel or armed hub-loop timer behind."""
     if request.node.get_closest_marker("allow_leaks"):
         yield
         return
     fds_before = _open_fds()
     threads_before = set(threading.enumerate())
+    greenlets_before, channels_before = _live_objects()
+    io_loop, _hub = _hub_loop_of_this_thread()
+    timers_before = _armed_timers(io_loop)
     yield
+    io_loop, hub = _hub_loop_of_this_thread()
+    # Greenlets and channels finish on the hub: let it run while we wait (not the OS).
+    in_hub_thread = hub is not None and greenlet.getcurrent() is not hub
     deadline = time.monotonic() + LEAK_GRACE_S
     collected = False
     while True:
         new_fds, new_threads = _leaks(fds_before, threads_before)
-        if not new_fds and not new_threads:
+        greenlets, channels = _live_objects()
+        new_greenlets = {k: v for k, v in greenlets.items() if k not in greenlets_before}
+        new_channels = {k: v for k, v in channels.items() if k not in channels_before}
+        timers = _armed_timers(io_loop) - timers_before
+        if not (new_fds or new_threads or new_greenlets or new_channels or timers > 0):
             return
         if time.monotonic() >= deadline:
             break
@@ -84,11 +160,20 @@ def _no_leaked_fds_or_threads(request: pytest.FixtureRequest):
         for t in new_threads:
             t.join(min(0.05, max(0.0, deadline - time.monotonic())))
         if not new_threads:
-            time.sleep(0.02)
+            if in_hub_thread:
+                sys.modules["gevent"].sleep(0.02)
+            else:
+                time.sleep(0.02)
     lines = [f"test leaked resources (still there {LEAK_GRACE_S:g} s after teardown):"]
     for fd, target in sorted(new_fds.items()):
         lines.append(f"  fd {fd} -> {target}")
     for t in new_threads:
         lines.append(f"  thread {_describe_thread(t)}")
+    for desc in new_greenlets.values():
+        lines.append(f"  greenlet {desc}")
+    for desc in new_channels.values():
+        lines.append(f"  channel {desc}")
+    if timers > 0:
+        lines.append(f"  {timers} armed timer(s) on this thread's hub loop")
     lines.append("close/join them in the test, or mark it @pytest.mark.allow_leaks with a reason")
     pytest.fail("\n".join(lines), pytrace=False)

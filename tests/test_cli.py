@@ -13,7 +13,7 @@ def test_https_demo_runs_and_reports_our_layers():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     out = proc.stdout
     assert "result: 20/20 HTTPS responses correct" in out
-    assert "SocketHandler -> TlsHandler -> TCPSocket" in out
+    assert "client TLS engine _ssl._SSLSocket over memory BIOs" in out
     assert "reseau_patch.hub.loop.ReseauLoop" in out
     assert out.rstrip().endswith("OK")
 

@@ -17,6 +17,13 @@ exceptions (``socket.gaierror`` with the C library's code and text, ``TypeError`
 * what the cache cannot represent (``AI_CANONNAME`` and other flags, aliases, reverse
   lookups) runs the ``_socket`` function itself on the resolver's worker threads.
 
+Cache hits are a dictionary lookup: ``getaddrinfo`` memoizes its result per argument
+tuple together with the cached addresses it was built from, and serves it again while the
+io cache (:meth:`CachingResolver.peek`) still holds those very addresses in that order —
+no greenlet switch, no C library call. The module-level :func:`getaddrinfo` is what
+``patch_all()`` installs as ``socket.getaddrinfo``: the same, in the stdlib's shape
+(``AddressFamily``/``SocketKind`` enums), memoized too.
+
 Answers cross from the worker thread to the hub through a ``loop.async_()`` watcher, the
 one gevent primitive every loop implements for that (and which keeps the loop alive).
 """
@@ -25,9 +32,12 @@ from __future__ import annotations
 
 import _socket
 import ipaddress
+import socket as _stdsocket
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from gevent._hub_local import get_hub
 
 from ..io.resolver import (
     AF_INET,
@@ -39,11 +49,15 @@ from ..io.resolver import (
     find_system_resolver,
 )
 
-__all__ = ["Resolver"]
+__all__ = ["Resolver", "getaddrinfo"]
 
 #: Flags the cached path reproduces exactly (AI_PASSIVE is ignored for a non-None host).
 _CACHEABLE_FLAGS = _socket.AI_PASSIVE | getattr(_socket, "AI_NUMERICSERV", 0)
 _MAX_NAME = 253
+#: Memoized getaddrinfo results kept per resolver (the memo is dropped when it is full).
+MEMO_MAX = 256
+_AddressFamily = _stdsocket.AddressFamily
+_SocketKind = _stdsocket.SocketKind
 
 
 def _plain_name(host: object) -> str | None:
@@ -61,12 +75,13 @@ class Resolver:
 
     def __init__(self, hub: Any = None, resolver: BaseResolver | None = None) -> None:
         if hub is None:
-            from gevent.hub import get_hub
-
             hub = get_hub()
         self.hub = hub
         self.resolver = resolver or default_resolver()
         self._system = find_system_resolver(self.resolver)
+        # Argument tuple -> (addresses it was built from, int tuples, enum tuples).
+        self._memo: dict[tuple, tuple[list, list[tuple], list[tuple]]] = {}
+        self._peek = getattr(self.resolver, "peek", None)  # a caching layer has one
         # Like gevent's thread resolver: a failed lookup is the caller's business, not
         # something for the hub to print.
         if _socket.gaierror not in hub.NOT_ERROR:
@@ -150,6 +165,37 @@ class Resolver:
 
     def getaddrinfo(self, host: Any, port: Any, family: int = 0, socktype: int = 0,
                     proto: int = 0, flags: int = 0) -> list[tuple]:
+        if self._peek is not None:
+            # Types are part of the key: 80.0 == 80, but the C library refuses a float.
+            key = (host, port, family, socktype, proto, flags, type(port), type(family),
+                   type(socktype), type(proto), type(flags))
+            try:
+                hit = self._memo.get(key)
+            except TypeError:  # unhashable: the slow path raises what the C library does
+                hit = None
+            if hit is not None and self._peek(host, family) == hit[0]:
+                return list(hit[1])
+        return self._getaddrinfo(host, port, family, socktype, proto, flags)[0]
+
+    def getaddrinfo_enums(self, host: Any, port: Any, family: int = 0, socktype: int = 0,
+                          proto: int = 0, flags: int = 0) -> list[tuple]:
+        """:meth:`getaddrinfo` with the stdlib's ``AddressFamily``/``SocketKind`` enums in
+        the tuples, exactly as ``socket.getaddrinfo`` returns them."""
+        if self._peek is not None:
+            key = (host, port, family, socktype, proto, flags, type(port), type(family),
+                   type(socktype), type(proto), type(flags))
+            try:
+                hit = self._memo.get(key)
+            except TypeError:
+                hit = None
+            if hit is not None and self._peek(host, family) == hit[0]:
+                return list(hit[2])
+        out, enums = self._getaddrinfo(host, port, family, socktype, proto, flags)
+        return enums if enums is not None else _with_enums(out)
+
+    def _getaddrinfo(self, host: Any, port: Any, family: int, socktype: int, proto: int,
+                     flags: int) -> tuple[list[tuple], list[tuple] | None]:
+        """(int tuples, enum tuples when the answer was memoized, else None)."""
         name = _plain_name(host)
         if name is None or not isinstance(flags, int) or flags & ~_CACHEABLE_FLAGS \
                 or family not in (AF_UNSPEC, AF_INET, AF_INET6):
@@ -157,25 +203,60 @@ class Resolver:
                     or _is_numeric(host) \
                     or (isinstance(flags, int) and flags & _socket.AI_NUMERICHOST):
                 # No name service involved: cannot block, answer here.
-                return _socket.getaddrinfo(host, port, family, socktype, proto, flags)
+                return _socket.getaddrinfo(host, port, family, socktype, proto, flags), None
             return self._blocking(_socket.getaddrinfo, host, port, family, socktype, proto,
-                                  flags)
+                                  flags), None
         # Arguments other than the host are checked first, exactly as the C library does
         # (bad types, unknown services), before any name is looked up.
         probe = "::1" if family == AF_INET6 else "127.0.0.1"
         _socket.getaddrinfo(probe, port, family, socktype, proto,
                             flags | _socket.AI_NUMERICHOST)
         out: list[tuple] = []
-        for addr in self._lookup(name, family):
+        addrs = self._lookup(name, family)
+        for addr in addrs:
             out.extend(_socket.getaddrinfo(addr.numeric_host, port, addr.family, socktype,
                                            proto, flags | _socket.AI_NUMERICHOST))
-        return out
+        if self._peek is None:
+            return out, None
+        enums = _with_enums(out)
+        memo = self._memo
+        if len(memo) >= MEMO_MAX:
+            memo.clear()  # names in use come back at once: a bound, not an LRU
+        memo[(host, port, family, socktype, proto, flags, type(port), type(family),
+              type(socktype), type(proto), type(flags))] = (addrs, out, enums)
+        return list(out), list(enums)
 
     def gethostbyaddr(self, ip_address: str) -> tuple:
         return self._blocking(_socket.gethostbyaddr, ip_address)
 
     def getnameinfo(self, sockaddr: tuple, flags: int) -> tuple:
         return self._blocking(_socket.getnameinfo, sockaddr, flags)
+
+
+def _enum(value: int, enum_class: Any) -> Any:
+    """The stdlib's ``socket._intenum_converter``: the enum member, or the int itself."""
+    try:
+        return enum_class(value)
+    except ValueError:
+        return value
+
+
+def _with_enums(infos: list[tuple]) -> list[tuple]:
+    return [(_enum(af, _AddressFamily), _enum(kind, _SocketKind), proto, canon, sa)
+            for af, kind, proto, canon, sa in infos]
+
+
+def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0,  # noqa: A002
+                proto: int = 0, flags: int = 0) -> list[tuple]:
+    """``socket.getaddrinfo`` for ``patch_all()``: this thread's hub resolver, answers in
+    the stdlib's shape. A cache hit is a dictionary lookup and never switches greenlets."""
+    resolver = get_hub().resolver
+    enums = getattr(resolver, "getaddrinfo_enums", None)
+    if enums is not None:
+        return enums(host, port, family, type, proto, flags)
+    from gevent.socket import getaddrinfo as gevent_getaddrinfo  # another resolver class
+
+    return gevent_getaddrinfo(host, port, family, type, proto, flags)
 
 
 def _is_numeric(host: object) -> bool:

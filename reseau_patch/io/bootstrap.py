@@ -5,6 +5,10 @@ Contract (both bootstraps):
 * Every callback runs on the bootstrap's loop thread.
 * ``on_setup(channel, None)`` or ``on_setup(None, error)`` runs **exactly once** per
   connection; ``on_shutdown(channel, error)`` follows only after a successful setup.
+* A client connect can be abandoned with :meth:`ConnectRequest.cancel`: every socket and
+  timer it made is closed (resolution, each Happy Eyeballs attempt, a TLS handshake in
+  progress) and ``on_setup`` is not called; a channel set up before the cancel is the
+  caller's and stays open.
 * The pipeline is ``SocketHandler`` → ``handler_factory(channel)`` (the application
   handler, rightmost). The application handler is installed before the first byte is read,
   so nothing is lost between connect and setup.
@@ -12,11 +16,13 @@ Contract (both bootstraps):
 
 from __future__ import annotations
 
+import errno
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from .channel import Channel, ChannelHandler
-from .event_loop import EventLoop
+from .event_loop import EventLoop, TimerHandle
 from .happy_eyeballs import HappyEyeballs, HappyEyeballsConfig, Target
 from .resolver import Resolver, default_resolver
 from .socket import Socket, SocketDomain, SocketOptions, check_port
@@ -24,7 +30,18 @@ from .socket_handler import SocketHandler
 from .tls import TlsClientSetup, TlsServerSetup
 from .tls_options import TlsConnectionOptions
 
-__all__ = ["ClientBootstrap", "ServerBootstrap", "ServerListener"]
+__all__ = ["ClientBootstrap", "ConnectRequest", "ServerBootstrap", "ServerListener",
+           "ACCEPT_RESOURCE_ERRORS"]
+
+log = logging.getLogger(__name__)
+
+#: accept(2) errors that mean "out of a resource for now", not "the listener is broken"
+#: (accept(2) ERRORS): the listener pauses and retries, as socketserver and gevent do.
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Backoff between accept retries after a resource error: doubles from MIN to MAX (the
+#: values of gevent's StreamServer), back to MIN after an accept succeeds.
+ACCEPT_RETRY_MIN_S = 0.01
+ACCEPT_RETRY_MAX_S = 1.0
 
 SetupCallback = Callable[[Channel | None, BaseException | None], Any]
 ShutdownCallback = Callable[[Channel, BaseException | None], Any]
@@ -40,6 +57,67 @@ def _build_channel(loop: EventLoop, sock: Socket, factory: HandlerFactory, back_
     channel.add_handler(factory(channel))
     channel.trigger_read()
     return channel
+
+
+class ConnectRequest:
+    """One client connect in progress, as returned by :meth:`ClientBootstrap.connect`.
+
+    Owned by the loop: ``cancel()`` may be called from any thread (it posts itself).
+    States: connecting (``racer`` running) → channel built, setup not reported yet (TLS
+    handshake) → set up. A cancel in the first two closes what exists; in the last it
+    does nothing.
+    """
+
+    def __init__(self, loop: EventLoop, on_setup: SetupCallback) -> None:
+        self.loop = loop
+        self.cancelled = False
+        self.set_up = False
+        #: The Happy Eyeballs race while it runs (None before it starts and after).
+        self.racer: HappyEyeballs | None = None
+        #: The channel once built, until its setup is reported.
+        self.channel: Channel | None = None
+        self._user_on_setup = on_setup
+
+    def on_setup(self, channel: Channel | None, err: BaseException | None) -> None:
+        """The bootstrap's (possibly TLS-wrapped) setup result: deliver once, unless
+        cancelled, in which case a late channel is shut down instead."""
+        self.channel = None
+        if self.cancelled:
+            if channel is not None:
+                channel.shutdown(_cancelled_error(), abort=True)
+            return
+        self.set_up = True
+        self._user_on_setup(channel, err)
+
+    def wrap_on_shutdown(self, on_shutdown: ShutdownCallback | None) -> ShutdownCallback:
+        """``on_shutdown``, then destroy a channel this request shut down because it was
+        cancelled: no caller ever saw it, so nobody else will (destroy is idempotent)."""
+        def wrapped(channel: Channel, err: BaseException | None) -> None:
+            if on_shutdown is not None:
+                on_shutdown(channel, err)
+            if self.cancelled:
+                channel.destroy()
+        return wrapped
+
+    def cancel(self) -> None:
+        """Abandon the connect: close attempts, timers and a half-set-up channel (any
+        thread; idempotent). ``on_setup`` will not run after this."""
+        if not self.loop.is_loop_thread():
+            self.loop.post(self.cancel)
+            return
+        if self.cancelled or self.set_up:
+            return
+        self.cancelled = True
+        racer, self.racer = self.racer, None
+        if racer is not None and not racer.done:
+            racer.cancel()
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.shutdown(_cancelled_error(), abort=True)
+
+
+def _cancelled_error() -> OSError:
+    return OSError(errno.ECANCELED, "connect cancelled")
 
 
 class ClientBootstrap:
@@ -59,16 +137,19 @@ class ClientBootstrap:
 
     def connect(self, host: str, port: int, handler_factory: HandlerFactory,
                 on_setup: SetupCallback, on_shutdown: ShutdownCallback | None = None, *,
-                tls: TlsConnectionOptions | None = None) -> None:
+                tls: TlsConnectionOptions | None = None) -> ConnectRequest:
         """Start connecting (any thread). For a unix path, pass it as ``host`` with port 0
         and ``SocketOptions(domain=LOCAL)``.
 
         With ``tls``, a TLS handler goes between the socket handler and the application
         handler, and ``on_setup`` runs once the handshake is done (or with its error); the
-        server name defaults to ``host``.
+        server name defaults to ``host``. The returned request can cancel the connect.
         """
         if self.socket_options.domain is not SocketDomain.LOCAL:
             check_port(port)
+        request = ConnectRequest(self.loop, on_setup)
+        on_setup = request.on_setup
+        on_shutdown = request.wrap_on_shutdown(on_shutdown)
         if tls is not None:
             local = self.socket_options.domain is SocketDomain.LOCAL
             setup = TlsClientSetup(tls, handler_factory, on_setup, on_shutdown,
@@ -76,24 +157,32 @@ class ClientBootstrap:
             handler_factory, on_setup, on_shutdown = (setup.factory, setup.on_setup,
                                                       setup.on_shutdown)
         if self.loop.is_loop_thread():
-            self._start(host, port, handler_factory, on_setup, on_shutdown)
+            self._start(request, host, port, handler_factory, on_setup, on_shutdown)
         else:
-            self.loop.post(self._start, host, port, handler_factory, on_setup, on_shutdown)
+            self.loop.post(self._start, request, host, port, handler_factory, on_setup,
+                           on_shutdown)
+        return request
 
     def connect_addresses(self, addresses: list[tuple[int, object]],
                           handler_factory: HandlerFactory, on_setup: SetupCallback,
                           on_shutdown: ShutdownCallback | None = None) -> HappyEyeballs:
         """Race an already resolved, ordered list of ``(family, sockaddr)`` (loop-only)."""
         self.loop._check_thread("ClientBootstrap.connect_addresses")
-        he = self._racer(handler_factory, on_setup, on_shutdown)
+        he = self._racer(None, handler_factory, on_setup, on_shutdown)
         he.start_targets([Target(family, addr) for family, addr in addresses])
         return he
 
-    def _racer(self, factory: HandlerFactory, on_setup: SetupCallback,
-               on_shutdown: ShutdownCallback | None) -> HappyEyeballs:
+    def _racer(self, request: ConnectRequest | None, factory: HandlerFactory,
+               on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> HappyEyeballs:
         loop = self.loop
 
         def done(sock: Socket | None, err: BaseException | None) -> None:
+            if request is not None:
+                request.racer = None
+                if request.cancelled:  # the race had already finished when cancel came
+                    if sock is not None:
+                        sock.close()
+                    return
             if sock is None:
                 on_setup(None, err if err is not None else OSError("no addresses to connect to"))
                 return
@@ -103,20 +192,29 @@ class ClientBootstrap:
                 sock.close()
                 on_setup(None, exc)
                 return
+            if request is not None:
+                request.channel = channel  # until setup is reported (TLS: the handshake)
             on_setup(channel, None)
 
-        return HappyEyeballs(loop, self.socket_options, done, config=self.happy_eyeballs,
-                             resolver=self.resolver)
+        he = HappyEyeballs(loop, self.socket_options, done, config=self.happy_eyeballs,
+                           resolver=self.resolver)
+        if request is not None:
+            request.racer = he
+        return he
 
-    def _start(self, host: str, port: int, factory: HandlerFactory, on_setup: SetupCallback,
-               on_shutdown: ShutdownCallback | None) -> None:
-        if self.socket_options.domain is SocketDomain.LOCAL:
-            self.connect_addresses([(int(SocketDomain.LOCAL), host)], factory, on_setup,
-                                   on_shutdown)
-            return
+    def _start(self, request: ConnectRequest, host: str, port: int, factory: HandlerFactory,
+               on_setup: SetupCallback, on_shutdown: ShutdownCallback | None) -> None:
+        if request.cancelled:
+            return  # cancelled before a cross-thread start ran
+        he = self._racer(request, factory, on_setup, on_shutdown)
         try:
-            self._racer(factory, on_setup, on_shutdown).start(host, port)
+            if self.socket_options.domain is SocketDomain.LOCAL:
+                he.start_targets([Target(int(SocketDomain.LOCAL), host)])
+            else:
+                he.start(host, port)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
+            request.racer = None
+            he.cancel()
             on_setup(None, exc)
 
 
@@ -125,6 +223,11 @@ class ServerListener:
 
     ``destroy(on_destroyed)`` stops accepting and closes the listener at once; it calls
     ``on_destroyed()`` only after every channel it accepted has shut down.
+
+    Out of fds or buffers (:data:`ACCEPT_RESOURCE_ERRORS`), accepting pauses with a
+    doubling backoff instead of spinning on a level-triggered readiness that accept(2)
+    cannot clear; each such error is logged and passed to ``on_incoming(None, err)``, and
+    accepting resumes by itself. The pending connections wait in the kernel's backlog.
     """
 
     def __init__(self, boot: ServerBootstrap, sock: Socket, factory: HandlerFactory,
@@ -140,11 +243,16 @@ class ServerListener:
         self.destroyed = False
         #: Set by ``listen(tls=...)``: handshakes in progress and their failures.
         self.tls_setup: TlsServerSetup | None = None
+        self._retry_delay = ACCEPT_RETRY_MIN_S
+        self._retry_timer: TimerHandle | None = None
 
     def _on_accept(self, sock: Socket | None, err: OSError | None) -> None:
         if sock is None:
+            if err is not None and err.errno in ACCEPT_RESOURCE_ERRORS:
+                self._pause_accepting(err)
             self.on_incoming(None, err)
             return
+        self._retry_delay = ACCEPT_RETRY_MIN_S
         try:
             channel = _build_channel(self.boot.loop, sock, self.factory,
                                      self.boot.back_pressure, self._channel_shutdown)
@@ -154,6 +262,19 @@ class ServerListener:
             return
         self.channels.add(channel)
         self.on_incoming(channel, None)
+
+    def _pause_accepting(self, err: OSError) -> None:
+        delay = self._retry_delay
+        self._retry_delay = min(ACCEPT_RETRY_MAX_S, delay * 2)
+        log.warning("accept on %s failed (%s); retrying in %.2f s", self.address, err, delay)
+        self.socket.stop_accept()
+        if self._retry_timer is None:
+            self._retry_timer = self.boot.loop.call_later(delay, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._retry_timer = None
+        if not self.destroyed:
+            self.socket.start_accept(self._on_accept)
 
     def _channel_shutdown(self, channel: Channel, err: BaseException | None) -> None:
         self.channels.discard(channel)
@@ -177,6 +298,9 @@ class ServerListener:
             return
         self.destroyed = True
         self._on_destroyed = on_destroyed or (lambda: None)
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self.tls_setup is not None:
             self.tls_setup.abort_pending()  # not handed out yet: nobody else closes them
         self.socket.stop_accept()

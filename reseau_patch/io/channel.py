@@ -12,9 +12,14 @@ Contract (the rules every :class:`ChannelHandler` may rely on and must keep):
   forward it with ``slot.send_message`` or ``release()`` it. A handler that raises from
   either keeps nothing: the sender releases the message and the channel shuts down with
   that error.
+* **Sizes.** A read message holds at most ``LARGE_FRAGMENT`` (256 KiB) bytes (the
+  socket handler reads bulk data in messages that big); a write message may hold any
+  number of bytes (``IoMessage.owning``). ``acquire_message`` hands out 16 KiB at most.
 * **Windows** (back-pressure on). A slot's ``window`` is what its left neighbour may still
   send it. ``send_message(READ)`` debits it and raises if the message does not fit: that is
-  a bug in the sender, which must ask ``downstream_read_window()`` first. A handler grants
+  a bug in the sender, which must ask ``downstream_read_window()`` first — except while the
+  read direction shuts down: the application will never grant again, so a handler may then
+  hand on everything it still holds (the peer's TCP acknowledged it). A handler grants
   more with ``slot.increment_read_window(n)``; grants are batched and delivered to the left
   handler's ``increment_read_window`` one task later. The batch is flushed when *any*
   slot's window is at or below 4 × 16 KiB — gating on the caller's own window alone stalls
@@ -233,7 +238,7 @@ class ChannelSlot:
             right = self.right
             if right is None or right.handler is None:
                 raise RuntimeError("send_message(READ): no handler to the right")
-            if ch.back_pressure:
+            if ch.back_pressure and ch.state is not ChannelState.SHUTTING_DOWN_READ:
                 if right.window < msg.len:
                     raise WindowExceededError(
                         f"read of {msg.len} bytes exceeds the downstream window {right.window}")

@@ -48,6 +48,7 @@ __all__ = [
     "LoopStats",
     "LoopThreadError",
     "TimerHandle",
+    "os_lock",
 ]
 
 MINPRI = -2
@@ -73,6 +74,15 @@ def _unpatched(module: str, name: str, current: Any) -> Any:
 
 _get_ident = _unpatched("_thread", "get_ident", _thread.get_ident)
 _allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
+
+
+def os_lock() -> Any:
+    """A lock that blocks the OS thread even when gevent has patched ``threading``.
+
+    For state shared between threads and held only for a few dict operations, never
+    across a greenlet switch (a green lock's Python-level ``acquire`` costs more than the
+    work it guards on a cache hit)."""
+    return _allocate_lock()
 
 
 def _minus_priority(ready: tuple[IOWatcher, int]) -> int:
@@ -184,13 +194,43 @@ class IOWatcher:
         which may have been closed and reused since the loop last registered it.
         """
         self.callback = callback
-        if not self.active:
-            self.loop._io_start(self, rearm)
+        if self.active:
+            return
+        loop = self.loop
+        entry = loop._fds.get(self.fd)
+        # Fast path (every gevent wait on a socket): the watcher that parked this fd
+        # restarts with the same mask, so the kernel registration is still right.
+        if entry is not None and entry.parked_by is self and not rearm \
+                and entry.mask == self.events and not entry.watchers \
+                and _get_ident() == loop._owner and not loop._closed:
+            loop._parked.discard(self.fd)
+            entry.parked_by = None
+            entry.watchers.append(self)
+            self.active = True
+            if self.ref:
+                loop._refs += 1
+            if self.priority:
+                loop._io_priorities = True
+            return
+        loop._io_start(self, rearm)
 
     def stop(self) -> None:
         """Stop watching (loop-only); idempotent."""
         if self.active:
-            self.loop._io_stop(self)
+            loop = self.loop
+            entry = loop._fds.get(self.fd)
+            # Fast path: the fd's only watcher stops on a lazy loop: park the fd.
+            if entry is not None and loop._lazy and entry.mask and \
+                    len(entry.watchers) == 1 and entry.watchers[0] is self and \
+                    _get_ident() == loop._owner:
+                self.active = False
+                if self.ref:
+                    loop._refs -= 1
+                entry.watchers.clear()
+                loop._parked.add(self.fd)
+                entry.parked_by = self
+            else:
+                loop._io_stop(self)
         self.callback = None
 
     def set_events(self, events: int) -> None:
@@ -289,6 +329,10 @@ class EventLoop:
         self._fds: dict[int, _FdEntry] = {}
         self._io_priorities = False
         self._hooks: dict[str, list[Hook]] = {"prepare": [], "check": [], "idle": []}
+        # The same lists, without a dict lookup per tick.
+        self._prepare_hooks = self._hooks["prepare"]
+        self._check_hooks = self._hooks["check"]
+        self._idle_hooks = self._hooks["idle"]
         self._refs = 0
         self._did_work = False
         self.stats = LoopStats()
@@ -697,10 +741,12 @@ class EventLoop:
             if forever or self.alive() or nowait:
                 self._tick(block=not nowait)
             return
+        tick = self._tick
         while not self._stopping:
-            if not forever and not self.alive():
+            # alive(), inlined: this test runs once per tick.
+            if not forever and self._refs <= 0 and not self._queued and not self._posted:
                 break
-            self._tick(block=True)
+            tick(True)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current tick (any thread)."""
@@ -713,7 +759,7 @@ class EventLoop:
         self._stopping = True
 
     def _poll_timeout(self, block: bool) -> float:
-        if not block or self._queued or self._hooks["idle"] or self._stopping:
+        if not block or self._queued or self._idle_hooks or self._stopping:
             return 0.0
         timers = self._timers
         while timers and not timers[0]._armed:
@@ -725,21 +771,27 @@ class EventLoop:
 
     def _tick(self, block: bool) -> None:
         stats = self.stats
-        hooks = self._hooks
-        if hooks["prepare"]:
-            for h in list(hooks["prepare"]):
+        if self._prepare_hooks:
+            for h in list(self._prepare_hooks):
                 if h.active:
                     self._call(h.callback, ())
-        events = self._poller.poll(self._poll_timeout(block))
+        if not block or self._queued or self._idle_hooks or self._stopping:
+            timeout = 0.0  # _poll_timeout's first rule, without the call
+        else:
+            timeout = self._poll_timeout(True)
+        events = self._poller.poll(timeout)
         start = self._now = _monotonic()
         stats.ticks += 1
-        if hooks["check"]:
-            for h in list(hooks["check"]):
+        if self._check_hooks:
+            for h in list(self._check_hooks):
                 if h.active:
                     self._call(h.callback, ())
         did = bool(events)
         if events:
-            self._dispatch_io(events)
+            if len(events) == 1:
+                self._dispatch_one(*events[0])
+            else:
+                self._dispatch_io(events)
         # Timers due now run in this tick, after IO, in deadline order. Only timers armed
         # before this phase: one a callback arms (a late repeating timer re-armed at "now")
         # waits for the next tick, as libev runs each timer at most once per iteration.
@@ -764,8 +816,8 @@ class EventLoop:
         if self._queued:
             did = True
             self._run_snapshot()
-        if not did and hooks["idle"]:
-            for h in list(hooks["idle"]):
+        if not did and self._idle_hooks:
+            for h in list(self._idle_hooks):
                 if h.active:
                     self._call(h.callback, ())
         lat = _monotonic() - start
@@ -773,6 +825,21 @@ class EventLoop:
         stats.tick_latency_total += lat
         if lat > stats.tick_latency_max:
             stats.tick_latency_max = lat
+
+    def _dispatch_one(self, fd: int, bits: int) -> None:
+        """The common tick: one ready fd. Same order and rules as :meth:`_dispatch_io`."""
+        entry = self._fds.get(fd)
+        if entry is None or len(entry.watchers) != 1 or fd == self._wake_r:
+            self._dispatch_io([(fd, bits)])
+            return
+        self.stats.io_events += 1
+        w = entry.watchers[0]
+        if w.events & bits:
+            fn = w.callback
+            try:
+                fn(bits & (w.events | ERROR))
+            except BaseException as exc:  # noqa: BLE001 - routed to handle_error
+                self.handle_error(fn, type(exc), exc, exc.__traceback__)
 
     def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
         fds = self._fds

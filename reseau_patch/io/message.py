@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["MAX_FRAGMENT", "IoMessage", "MessagePool"]
+__all__ = ["LARGE_FRAGMENT", "MAX_FRAGMENT", "IoMessage", "MessagePool"]
 
-#: Largest message a channel moves (aws-c-io's ``g_aws_channel_max_fragment_size``).
+#: Size of the pooled messages handlers write from (aws-c-io's
+#: ``g_aws_channel_max_fragment_size``).
 MAX_FRAGMENT = 16 * 1024
+#: Largest pooled read buffer: the socket handler reads and the TLS handler decrypts bulk
+#: data in messages this big, so a channel pays its per-message cost once per 256 KiB.
+LARGE_FRAGMENT = 256 * 1024
 _SMALL = 128
 
 
@@ -27,6 +31,15 @@ class IoMessage:
         #: Write messages only: ``on_completion(err)`` once the bytes reached the kernel.
         self.on_completion: Callable[[BaseException | None], None] | None = None
         self._pool = pool
+
+    @classmethod
+    def owning(cls, data: bytes) -> IoMessage:
+        """A write message that owns ``data`` as it is (no pool, no copy): for a sender
+        that already has its bytes in one object (ciphertext, a large write)."""
+        msg = cls(0)
+        msg.buf = data  # type: ignore[assignment]
+        msg.len = len(data)
+        return msg
 
     @property
     def capacity(self) -> int:
@@ -52,7 +65,8 @@ class IoMessage:
 
 
 class MessagePool:
-    """Free lists of 16 KiB and 128-byte buffers, kept at most ``ideal`` deep each.
+    """Free lists of 256 KiB, 16 KiB and 128-byte buffers, kept at most ``ideal`` deep each
+    (``ideal // 8`` for the large ones).
 
     Loop-only, like the channels that use it: no lock is taken.
     """
@@ -62,6 +76,7 @@ class MessagePool:
         self.ideal = ideal
         self._big: list[IoMessage] = []
         self._small: list[IoMessage] = []
+        self._large: list[IoMessage] = []
         self.outstanding = 0
 
     def acquire(self, size_hint: int) -> IoMessage:
@@ -80,11 +95,31 @@ class MessagePool:
             msg = _Slice(msg, want)
         return msg
 
+    def acquire_large(self, size_hint: int) -> IoMessage:
+        """A message with capacity ``min(size_hint, LARGE_FRAGMENT)`` (a 16 KiB or smaller
+        one from :meth:`acquire` when that is enough) and len 0."""
+        if size_hint <= self.fragment:
+            return self.acquire(size_hint)
+        free = self._large
+        msg = free.pop() if free else IoMessage(LARGE_FRAGMENT)
+        msg._pool = self
+        msg.len = 0
+        self.outstanding += 1
+        if size_hint < LARGE_FRAGMENT:
+            msg = _Slice(msg, size_hint)
+        return msg
+
     def _give_back(self, msg: IoMessage) -> None:
         self.outstanding -= 1
         if isinstance(msg, _Slice):
             msg = msg.parent
-        free = self._small if len(msg.buf) == _SMALL else self._big
+        size = len(msg.buf)
+        if size == LARGE_FRAGMENT:
+            if len(self._large) < max(1, self.ideal // 8):
+                msg.len = 0
+                self._large.append(msg)
+            return
+        free = self._small if size == _SMALL else self._big
         if len(free) < self.ideal:
             msg.len = 0
             free.append(msg)

@@ -50,6 +50,10 @@ class EpollPoller:
 
     def __init__(self, epoll_cls: object) -> None:
         self._ep = epoll_cls()  # type: ignore[operator]  # CLOEXEC by default since 3.4
+        # READ|WRITE -> epoll mask, as a table: register/modify run on every gevent wait.
+        self._masks = tuple(self._mask(events) for events in range(4))
+        # epoll's revents -> READ|WRITE|ERROR, filled as new combinations show up.
+        self._bits: dict[int, int] = {}
 
     def fileno(self) -> int:
         return self._ep.fileno()
@@ -63,19 +67,30 @@ class EpollPoller:
             mask |= self._OUT
         return mask
 
+    def _translate(self, ev: int) -> int:
+        bits = 0
+        if ev & (self._IN | self._RDHUP):
+            bits |= READ
+        if ev & self._OUT:
+            bits |= WRITE
+        if ev & self._ERR:
+            bits |= READ | WRITE | ERROR
+        self._bits[ev] = bits
+        return bits
+
     def register(self, fd: int, events: int) -> None:
         """Add ``fd``; if the kernel already has it (a dup, or our stale entry), modify."""
         try:
-            self._ep.register(fd, self._mask(events))
+            self._ep.register(fd, self._masks[events])
         except FileExistsError:
-            self._ep.modify(fd, self._mask(events))
+            self._ep.modify(fd, self._masks[events])
 
     def modify(self, fd: int, events: int) -> None:
         """Change interest; an fd closed and reused behind our back is re-added (ENOENT)."""
         try:
-            self._ep.modify(fd, self._mask(events))
+            self._ep.modify(fd, self._masks[events])
         except FileNotFoundError:
-            self._ep.register(fd, self._mask(events))
+            self._ep.register(fd, self._masks[events])
 
     def unregister(self, fd: int) -> None:
         """Forget ``fd``. Already closed (EBADF) or already gone (ENOENT) is not an error."""
@@ -87,16 +102,11 @@ class EpollPoller:
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         """Wait at most ``timeout`` seconds (-1 = forever); returns ``(fd, READ|WRITE|ERROR)``."""
+        table = self._bits
         out = []
         for fd, ev in self._ep.poll(timeout, 256):
-            bits = 0
-            if ev & (self._IN | self._RDHUP):
-                bits |= READ
-            if ev & self._OUT:
-                bits |= WRITE
-            if ev & self._ERR:
-                bits |= READ | WRITE | ERROR
-            out.append((fd, bits))
+            bits = table.get(ev)
+            out.append((fd, self._translate(ev) if bits is None else bits))
         return out
 
     def close(self) -> None:

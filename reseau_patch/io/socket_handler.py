@@ -2,10 +2,12 @@
 
 Reading (design brief §4, adapted to level-triggered readiness):
 
-* Each readiness report reads at most ``min(16 KiB, downstream window)`` bytes. Leftover
-  data keeps the fd readable, so the next tick reports it again: that is the fairness
-  rule (one connection cannot monopolise a tick) without a re-read task. A short read
-  drained the kernel: it ends the turn (no ``recv`` that would only say EAGAIN).
+* Each readiness report reads up to ``min(max_read, downstream window)`` bytes (default
+  :data:`MAX_READ_PER_EVENT`, 256 KiB), each ``recv`` into one pooled message of up to
+  256 KiB (``MessagePool.acquire_large``), sent right as it is filled.
+  Leftover data keeps the fd readable, so the next tick reports it again: that is the
+  fairness rule (one connection cannot monopolise a tick) without a re-read task. A
+  short read drained the kernel: it ends the turn (no ``recv`` that would only say EAGAIN).
 * ``pause_reading``: the application handler (``TCPSocket`` on a plain channel) reads
   the fd itself, and this handler stays out of the way until ``resume_reading``.
 * When the downstream window is 0, read interest is **dropped** — a level-triggered fd
@@ -17,11 +19,6 @@ Reading (design brief §4, adapted to level-triggered readiness):
 
 Writing: each message goes to :meth:`Socket.write`; its completion releases it, runs
 ``msg.on_completion`` and, on error, shuts the channel down with that error.
-
-Hand-over (the patch layer moving a quiet TLS connection to another thread's loop): any
-thread may call :meth:`SocketHandler.freeze`; from then on this loop's readiness callbacks
-return at once, and ``busy`` tells whether one was already running (wait for 0 before
-touching what it feeds).
 """
 
 from __future__ import annotations
@@ -29,16 +26,20 @@ from __future__ import annotations
 import _socket
 
 from .channel import ChannelHandler, ChannelSlot, Direction
-from .message import MAX_FRAGMENT, IoMessage
+from .message import LARGE_FRAGMENT, IoMessage
 from .socket import Socket
 
-__all__ = ["SocketHandler"]
+__all__ = ["MAX_READ_PER_EVENT", "SocketHandler"]
+
+#: Most bytes read per readiness report: large enough that bulk transfers pay the loop's
+#: per-event cost rarely, small enough to keep a tick short.
+MAX_READ_PER_EVENT = LARGE_FRAGMENT
 
 
 class SocketHandler(ChannelHandler):
     """Binds one connected :class:`Socket` to the left end of a channel."""
 
-    def __init__(self, socket: Socket, max_read: int = MAX_FRAGMENT) -> None:
+    def __init__(self, socket: Socket, max_read: int = MAX_READ_PER_EVENT) -> None:
         self.socket = socket
         self.max_read = max_read
         self.slot: ChannelSlot | None = None
@@ -48,10 +49,6 @@ class SocketHandler(ChannelHandler):
         #: path): this handler then never reads, whatever the windows say.
         self.read_paused = False
         self._write_shutdown_done = False
-        #: Set (from any thread) when the connection moved to another loop's channel.
-        self.frozen = False
-        #: Readiness callbacks running right now (0 or 1): the hand-over waits for 0.
-        self.busy = 0
         self.bytes_read = 0
         self.bytes_written = 0
 
@@ -69,14 +66,8 @@ class SocketHandler(ChannelHandler):
         self.read_paused = False
         self.socket.loop.call_soon(self._want_read)
 
-    def freeze(self) -> None:
-        """Never read again from this loop (callable from any thread; see the module
-        docstring). A running callback finishes first: wait until ``busy`` is 0."""
-        self.frozen = True
-
     def _want_read(self) -> None:
-        if self.read_paused or self.eof or self.shutting_down or self.frozen \
-                or self.socket.closed:
+        if self.read_paused or self.eof or self.shutting_down or self.socket.closed:
             return
         if not self.socket.reading:
             # Try the kernel at once (this runs from a task, never inside a read), and
@@ -85,17 +76,8 @@ class SocketHandler(ChannelHandler):
             self._on_readable(0)
 
     def _on_readable(self, revents: int) -> None:
-        # busy is raised before frozen is read, and the hand-over sets frozen before it
-        # reads busy: under the GIL one of the two sees the other.
-        self.busy += 1
-        try:
-            self._read_some()
-        finally:
-            self.busy -= 1
-
-    def _read_some(self) -> None:
         slot = self.slot
-        if slot is None or self.shutting_down or self.frozen:
+        if slot is None or self.shutting_down:
             self.socket.unsubscribe_readable()
             return
         window = slot.downstream_read_window()
@@ -106,8 +88,9 @@ class SocketHandler(ChannelHandler):
             return
         total = 0
         sock = self.socket
+        pool = slot.channel.pool
         while total < budget:
-            msg = slot.acquire_message(budget - total)
+            msg = pool.acquire_large(budget - total)
             try:
                 n = sock.read_into(msg.buf)
             except OSError as exc:

@@ -1,22 +1,26 @@
-"""TLS as a channel handler: an ``ssl.SSLObject`` over two ``ssl.MemoryBIO``\\ s.
+"""TLS as a channel handler: a thin driver of the sans-IO :class:`TlsEngine`.
 
 The handler sits between the socket handler (left, ciphertext) and the application
-(right, plaintext). Contract (design brief §7.2, adapted to this channel):
+(right, plaintext): ciphertext messages in → engine → plaintext messages right; writes
+→ engine → ciphertext left. Contract (design brief §7.2, adapted to this channel):
 
-* **Ownership.** ``process_read`` copies the ciphertext into the incoming BIO and releases
-  the message at once. Plaintext for the application travels right in fresh pool
-  messages that the receiver owns. ``process_write`` encrypts the message, releases it,
-  and sends the ciphertext left in pool messages; only the *last* of those carries the
-  original ``on_completion``, so a write completes once, after all its bytes reached the
-  kernel. Writes made before the handshake completes are queued in order and sent after
-  it (their completions then fail with the handshake error if it fails).
-* **Windows** (back-pressure on). The application is handed at most its window; a TLS
-  record that does not fit stays decrypted-but-pending inside the ``SSLObject`` and is
-  delivered when ``increment_read_window`` reports more room. This handler's own window
-  (ciphertext the socket handler may send) is kept at ``downstream window + 53 bytes per
-  16 KiB`` and never below two records: the handshake and any record larger than the
-  application's window can always be read in full, so this slot never stalls the
-  channel.
+* **Ownership.** ``process_read`` gives the ciphertext to the engine and releases the
+  message at once. Everything the engine can decrypt is decrypted right away into fresh
+  pool messages (the *backlog*), which this handler owns until it hands them right (the
+  receiver then owns them). ``process_write`` encrypts the message, releases it, and sends
+  the ciphertext left as one message that owns it; that message carries the original
+  ``on_completion``, so a write completes once, after all its bytes reached the kernel.
+  Writes made before the handshake completes are queued in order and sent after it
+  (their completions then fail with the handshake error if it fails).
+* **Windows** (back-pressure on). The application is handed at most its window; the rest
+  of the backlog waits for ``increment_read_window``. This handler's ciphertext credit
+  (its window, granted increments, ciphertext inside the engine and the plaintext backlog
+  together) is kept at ``downstream window + 53 bytes per 16 KiB`` and never below two
+  records. So memory stays bounded by the application's window, and the handshake, a
+  record larger than that window and a partial record can always be read in full: no
+  read pattern stalls this slot. Decrypting eagerly also means the engine holds no
+  plaintext and no whole record when close_notify is sent (OpenSSL's ``SSL_shutdown``
+  discards application records it reads while waiting for the peer's close_notify).
 * **Order of callbacks.** A client starts with :meth:`TlsHandler.start`; a server starts at
   its first byte, and so does its handshake timeout. The negotiation callbacks run exactly
   once — on success before any application byte is delivered (so an ALPN hook can install
@@ -24,19 +28,23 @@ The handler sits between the socket handler (left, ciphertext) and the applicati
 * **EOF and errors.** Peer ``close_notify`` → ``process_read_eof`` to the right, after all
   data; the channel stays open for writing (TLS half-close). A peer that closes the TCP
   stream without ``close_notify`` → ``ssl.SSLEOFError``, exactly what ``SSLObject.read``
-  raises for a truncated stream, as the channel's shutdown error (after the data that came
-  before it). Every error is the stdlib's ``ssl`` exception (``SSLCertVerificationError``
-  with ``verify_message``, ...), or ``TimeoutError`` for the handshake timeout.
-* **Hand-over.** A negotiated, quiet session can continue in a new channel on another loop
-  (:meth:`TlsHandler.take_over`): the old handler is frozen from the new loop's thread, its
-  running pump (if any) is waited for, and the SSL object moves with both BIOs. The old
-  channel is then abandoned, never shut down (that would touch the shared SSL object).
+  raises for a truncated stream, as the channel's shutdown error; a transport error (a
+  reset) is the shutdown error as is. Either comes after every byte decrypted before it.
+  Every error is the stdlib's ``ssl`` exception (``SSLCertVerificationError`` with
+  ``verify_message``, ...), or ``TimeoutError`` for the handshake timeout.
 * **Shutdown.** ``process_write_eof`` and a graceful (error-free, non-abort) WRITE shutdown
   send ``close_notify``; an abort or an error does not, and neither does a graceful shutdown
   when the handler was made with ``notify_on_close=False`` (the stdlib's ``SSLSocket.close``
   never sends one; only ``unwrap`` does, and peers such as pyOpenSSL tell the two apart).
-  READ shutdown delivers what is already received and fits the application's window, then
-  drops the rest (the window may never open again once the application is closing).
+  A READ shutdown that is not an abort delivers the whole backlog, past the window (the
+  channel allows that while its read direction shuts down: the application will never
+  grant again, and the bytes were acknowledged by the peer's TCP).
+
+Handler states (the engine has its own, drawn in :mod:`.tls_engine`)::
+
+    IDLE --start() / a server's first byte--> HANDSHAKING --done--> NEGOTIATED
+      |                                           |
+      +------ handshake error, timeout, shutdown -+--> FAILED
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ from typing import Any
 
 from .alpn import AlpnHandler, AlpnSelector
 from .channel import Channel, ChannelHandler, ChannelSlot, ChannelTask, Direction, TaskStatus
-from .message import MAX_FRAGMENT, IoMessage
+from .message import LARGE_FRAGMENT, MAX_FRAGMENT, IoMessage
+from .tls_engine import TlsEngine
 from .tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions, TlsContextOptions
 
 __all__ = [
@@ -64,7 +73,7 @@ __all__ = [
 
 #: Bytes a TLS record may add to a write (aws-c-io's ``TLS_EST_RECORD_OVERHEAD``).
 TLS_RECORD_OVERHEAD = 53
-#: Smallest ciphertext window: two full records, so a record never waits for the app.
+#: Smallest ciphertext credit: two full records, so a record never waits for the app.
 _CIPHERTEXT_FLOOR = 2 * (MAX_FRAGMENT + 2 * TLS_RECORD_OVERHEAD)
 
 NegotiationCallback = Callable[["TlsHandler", BaseException | None], Any]
@@ -81,7 +90,9 @@ class TlsHandler(ChannelHandler):
     """Client or server TLS in one channel slot; see the module docstring.
 
     ``context`` is used unchanged. ``server_hostname`` (clients) is the SNI name and the
-    name the certificate must match when the context checks hostnames.
+    name the certificate must match when the context checks hostnames. OpenSSL callbacks
+    (``sni_callback``) receive this handler; setting its :attr:`context` switches the
+    connection's context, as on an ``ssl.SSLObject``.
     """
 
     def __init__(self, context: ssl.SSLContext, *, server_side: bool = False,
@@ -90,14 +101,11 @@ class TlsHandler(ChannelHandler):
                  on_negotiated: NegotiationCallback | None = None,
                  session: ssl.SSLSession | None = None,
                  notify_on_close: bool = True) -> None:
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        # wrap_bio raises the stdlib's ValueError for bad combinations (a client context
-        # used server-side, check_hostname without a server name, ...).
-        self.sslobj: ssl.SSLObject = context.wrap_bio(
-            self._in, self._out, server_side=server_side,
-            server_hostname=None if server_side else server_hostname, session=session)
-        self.context = context
+        # The engine raises the stdlib's ValueError for bad combinations (a client
+        # context used server-side, check_hostname without a server name, ...).
+        self.engine = TlsEngine(context, server_side=server_side,
+                                server_hostname=None if server_side else server_hostname,
+                                session=session, owner=self)
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.timeout = timeout
@@ -117,56 +125,35 @@ class TlsHandler(ChannelHandler):
         self._write_eof_pending = False
         self._close_notify_sent = False
         self._read_closed = False  # EOF or error delivered, or READ shut down
-        self._input_eof = False
-        self._frozen = False  # the session moved to another channel (take_over)
-        self._busy = 0  # _pump calls running right now (the hand-over waits for 0)
-
-    @classmethod
-    def take_over(cls, old: TlsHandler) -> TlsHandler:
-        """A handler for a new channel that continues ``old``'s session (negotiated, or a
-        handshake nobody waits for yet).
-
-        The SSL object and both BIOs move over, so ciphertext ``old`` already pulled in
-        and plaintext pending inside the SSL object are read through the new channel.
-        ``old`` must be frozen with :meth:`freeze` and idle (``busy`` 0, its channel's
-        reader frozen too), with no writes queued, no negotiation callback and no handshake
-        timer; it does nothing afterwards. Call :meth:`resume` once the new one is installed.
-        """
-        if old.state is TlsState.FAILED or old._pending_writes or old._callbacks \
-                or old._timer is not None:
-            raise ValueError(f"cannot take over {old!r}: failed, writes queued, or a "
-                             "handshake in progress with a waiter or a timer")
-        new = cls.__new__(cls)
-        new.__dict__.update(old.__dict__)
-        new.slot = None
-        new._timer = None
-        new._callbacks = []
-        new._pending_writes = deque()
-        new._frozen = False
-        new._busy = 0
-        return new
-
-    def resume(self) -> None:
-        """After :meth:`take_over`, once installed: carry on where the old handler stopped
-        (start a handshake not yet begun, process ciphertext already buffered)."""
-        if self.state is TlsState.IDLE:
-            self.start()
-        else:
-            self._after_input()
-
-    def freeze(self) -> None:
-        """Stop using the SSL object from this channel (callable from any thread): pumps
-        not yet started return at once; wait until :attr:`busy` is 0 for a running one."""
-        self._frozen = True
-
-    @property
-    def busy(self) -> int:
-        return self._busy
+        # Decrypted plaintext not yet handed right, and how the stream ends after it.
+        self._backlog: deque[IoMessage] = deque()
+        self._backlog_bytes = 0
+        self._head_off = 0  # bytes of the backlog's first message already handed right
+        self._end_eof = False
+        self._end_error: BaseException | None = None
 
     # ================================================================ results
     @property
+    def context(self) -> ssl.SSLContext:
+        return self.engine.sslobj.context
+
+    @context.setter
+    def context(self, ctx: ssl.SSLContext) -> None:
+        self.engine.sslobj.context = ctx  # an sni_callback choosing the certificate
+
+    @property
+    def sslobj(self) -> Any:
+        """The C ``_ssl._SSLSocket`` the engine runs (cipher, certificates, session)."""
+        return self.engine.sslobj
+
+    @property
     def negotiated(self) -> bool:
         return self.state is TlsState.NEGOTIATED
+
+    @property
+    def pending_plaintext(self) -> int:
+        """Decrypted bytes this handler holds for the application (past its window)."""
+        return self._backlog_bytes + self.engine.pending()
 
     def add_negotiation_callback(self, callback: NegotiationCallback) -> None:
         """Call ``callback(handler, error)`` once the handshake ends (next tick if it has)."""
@@ -212,7 +199,8 @@ class TlsHandler(ChannelHandler):
         already :meth:`feed`\\ ed."""
         if self.state is not TlsState.IDLE:
             return
-        if self.server_side and not self._in.pending and not self._input_eof:
+        eng = self.engine
+        if self.server_side and not eng.incoming_pending() and not eng.eof_received:
             return
         self._begin()
         self._after_input()
@@ -221,12 +209,11 @@ class TlsHandler(ChannelHandler):
         """Ciphertext that arrived outside the channel (tlsupgrade: bytes the plaintext
         reader had already buffered). Processed by the next :meth:`start`/read."""
         if data:
-            self._in.write(data)
+            self.engine.receive_data(data)
 
     def feed_eof(self) -> None:
         """The stream already ended before the handler was installed."""
-        self._input_eof = True
-        self._in.write_eof()
+        self.engine.receive_eof()
 
     def _begin(self) -> None:
         self.state = TlsState.HANDSHAKING
@@ -238,7 +225,7 @@ class TlsHandler(ChannelHandler):
 
     def _drive_handshake(self) -> None:
         try:
-            self.sslobj.do_handshake()
+            self.engine.do_handshake()
         except ssl.SSLWantReadError:
             self._flush_out()
             return
@@ -310,19 +297,19 @@ class TlsHandler(ChannelHandler):
 
     # ================================================================ reading
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
-        if self._read_closed:
+        if self._read_closed or self._end_eof or self._end_error is not None:
             msg.release()
             return
-        self._in.write(msg.data())
+        self.engine.receive_data(msg.data())
         msg.release()
         self._after_input()
 
     def process_read_eof(self, slot: ChannelSlot) -> None:
-        if self._read_closed or self._input_eof:
+        if self._read_closed or self.engine.eof_received:
             return
-        # Let the SSLObject see the end of the stream: after the data it still holds it
-        # returns b"" (close_notify seen) or raises SSLEOFError (truncation).
-        self.feed_eof()
+        # After the data it still holds, the engine reports the peer's close_notify
+        # (a clean EOF) or raises SSLEOFError (truncation).
+        self.engine.receive_eof()
         self._after_input()
 
     def _after_input(self) -> None:
@@ -331,7 +318,8 @@ class TlsHandler(ChannelHandler):
         elif self.state is TlsState.HANDSHAKING:
             self._drive_handshake()
         if self.state is TlsState.NEGOTIATED:
-            self._pump()
+            self._decrypt()
+            self._deliver()
         elif self.state is TlsState.HANDSHAKING:
             self._regrant()
 
@@ -339,50 +327,90 @@ class TlsHandler(ChannelHandler):
         if self._read_closed:
             return
         if self.state is TlsState.NEGOTIATED:
-            self._pump()  # pending plaintext first, then more credit
+            self._deliver()  # the backlog first, then more credit
         else:
             self._regrant()
 
-    def _pump(self) -> None:
-        """Decrypt and deliver as much as the application's window takes."""
-        self._busy += 1  # before reading _frozen: see SocketHandler._on_readable
-        try:
-            if not self._frozen:
-                self._pump_now()
-        finally:
-            self._busy -= 1
+    def _decrypt(self) -> None:
+        """Move every byte the engine can decrypt into the backlog (see the module
+        docstring: the engine is left without plaintext or whole records)."""
+        if self._end_eof or self._end_error is not None:
+            return
+        eng = self.engine
+        pool = self.slot.channel.pool
+        more = True
+        while more:
+            # Plaintext is at most the ciphertext held plus one record OpenSSL may have
+            # begun: one message takes it all (up to 256 KiB), record after record.
+            cap = min(LARGE_FRAGMENT,
+                      eng.incoming_pending() + eng.pending() + MAX_FRAGMENT)
+            msg = pool.acquire_large(cap)
+            view = memoryview(msg.buf)
+            off = 0
+            while off < cap:
+                try:
+                    got = eng.read_into(view[off:], cap - off)
+                except ssl.SSLWantReadError:
+                    more = False
+                    break
+                except ssl.SSLZeroReturnError:
+                    got = 0  # close_notify after we sent ours (unwrap): a clean EOF
+                except Exception as exc:  # noqa: BLE001 - SSLEOFError, bad MAC, alert
+                    self._end_error = exc
+                    more = False
+                    break
+                if got == 0:
+                    self._end_eof = True
+                    more = False
+                    break
+                off += got
+            view.release()
+            if off:
+                msg.len = off
+                self._backlog.append(msg)
+                self._backlog_bytes += off
+            else:
+                msg.release()
+        self._flush_out()  # reading may answer the peer (TLS 1.3 KeyUpdate, alerts)
 
-    def _pump_now(self) -> None:
+    def _deliver(self, past_window: bool = False) -> None:
+        """Hand the backlog right, as far as the application's window goes (all of it
+        with ``past_window``), then the end of the stream if it came, then regrant."""
         slot = self.slot
-        pool = slot.channel.pool
-        sslobj = self.sslobj
-        while not self._read_closed:
-            window = slot.downstream_read_window()
+        backlog = self._backlog
+        while backlog and not self._read_closed:
+            msg = backlog[0]
+            off = self._head_off
+            left = msg.len - off
+            window = left if past_window else slot.downstream_read_window()
             if window <= 0:
                 break
-            n = min(window, MAX_FRAGMENT)
-            msg = pool.acquire(n)
-            try:
-                got = sslobj.read(n, msg.buf)
-            except ssl.SSLWantReadError:
+            if off == 0 and left <= window:
+                backlog.popleft()
+                self._backlog_bytes -= left
+                slot.send_message(msg, Direction.READ)
+                continue
+            # The window (or an earlier split) cuts this message: send a copy of a part.
+            n = min(left, window)
+            part = slot.channel.pool.acquire_large(n)
+            part.fill(msg.data()[off:off + n])
+            self._backlog_bytes -= n
+            if n == left:
+                backlog.popleft()
                 msg.release()
-                break
-            except ssl.SSLZeroReturnError:
-                got = 0  # close_notify, after we sent ours (unwrap) — still a clean EOF
-            except Exception as exc:  # noqa: BLE001 - SSLEOFError (truncation), bad MAC, alert
-                msg.release()
-                self._flush_out()
-                self._fatal(exc)
+                self._head_off = 0
+            else:
+                self._head_off = off + n
+            slot.send_message(part, Direction.READ)
+        if not backlog and not self._read_closed:
+            if self._end_error is not None:
+                self._fatal(self._end_error)
                 return
-            if got == 0:
-                msg.release()
+            if self._end_eof:
                 self._read_closed = True
                 self.peer_closed = True
                 slot.send_read_eof()
-                break
-            msg.len = got
-            slot.send_message(msg, Direction.READ)
-        self._flush_out()  # reading may answer the peer (TLS 1.3 KeyUpdate, alerts)
+                return
         self._regrant()
 
     def _regrant(self) -> None:
@@ -393,7 +421,8 @@ class TlsHandler(ChannelHandler):
         down = slot.downstream_read_window()
         want = max(_CIPHERTEXT_FLOOR,
                    down + -(-down // MAX_FRAGMENT) * TLS_RECORD_OVERHEAD)
-        have = slot.window + slot.pending_increment + self._in.pending
+        have = (slot.window + slot.pending_increment + self.engine.incoming_pending()
+                + self._backlog_bytes)
         if want > have:
             slot.increment_read_window(want - have)
 
@@ -409,28 +438,24 @@ class TlsHandler(ChannelHandler):
     def _encrypt(self, msg: IoMessage) -> None:
         data = msg.data()
         if len(data):
-            self.sslobj.write(data)  # a memory BIO takes everything: no partial writes
+            self.engine.write(data)  # a memory BIO takes everything: no partial writes
         cb = msg.on_completion
         msg.release()
         self._flush_out(cb)
 
     def _flush_out(self, on_completion: Callable[[BaseException | None], None] | None = None
                    ) -> None:
-        """Send what the SSLObject wrote to the outgoing BIO left, chunked into messages;
-        the last chunk carries ``on_completion``."""
+        """Send what the engine has for the wire left, as one message owning it, which
+        carries ``on_completion``."""
         slot = self.slot
-        if not self._out.pending or slot is None:
+        data = self.engine.data_to_send() if slot is not None else b""
+        if not data:
             if on_completion is not None and slot is not None:
                 slot.channel.loop.call_soon(on_completion, None)
             return
-        data = memoryview(self._out.read())
-        total, off = len(data), 0
-        while off < total:
-            msg = slot.acquire_message(total - off)
-            off += msg.fill(data[off:])
-            if off >= total:
-                msg.on_completion = on_completion
-            slot.send_message(msg, Direction.WRITE)
+        msg = IoMessage.owning(data)
+        msg.on_completion = on_completion
+        slot.send_message(msg, Direction.WRITE)
 
     def _complete(self, msg: IoMessage, err: BaseException | None) -> None:
         cb = msg.on_completion
@@ -457,11 +482,10 @@ class TlsHandler(ChannelHandler):
         if self._close_notify_sent or self.state is not TlsState.NEGOTIATED:
             return
         self._close_notify_sent = True
+        self._decrypt()  # nothing whole may stay in the engine (module docstring)
         try:
-            self.sslobj.unwrap()
-        except ssl.SSLWantReadError:
-            pass  # ours is written; the peer's comes later, or never — reading goes on
-        except (ssl.SSLError, ValueError):
+            self.engine.start_close()
+        except (ssl.SSLError, OSError, ValueError):
             pass  # the session is already broken: nothing to notify
         self._flush_out()
 
@@ -473,9 +497,12 @@ class TlsHandler(ChannelHandler):
                 self._fail(error or ConnectionAbortedError(
                     errno.ECONNABORTED, "connection shut down during the TLS handshake"))
             elif self.state is TlsState.NEGOTIATED and not abort and not self._read_closed:
-                self._pump()  # deliver what already arrived and fits
+                self._decrypt()
+                self._end_error = None  # the channel's own error is what gets reported
+                self._deliver(past_window=True)  # everything received, window or not
             self._read_closed = True
             self._cancel_timer()
+            self._drop_backlog()
         else:
             self._fail_pending_writes(error or BrokenPipeError(
                 errno.EPIPE, "TLS connection shut down before the handshake completed"))
@@ -483,9 +510,16 @@ class TlsHandler(ChannelHandler):
                 self._send_close_notify()
         slot.on_shutdown_complete(direction, error, abort)
 
+    def _drop_backlog(self) -> None:
+        while self._backlog:
+            self._backlog.popleft().release()
+        self._backlog_bytes = 0
+        self._head_off = 0
+
     def destroy(self) -> None:
         self._pending_writes.clear()
         self._callbacks = []
+        self._drop_backlog()
 
     def __repr__(self) -> str:
         side = "server" if self.server_side else "client"

@@ -6,22 +6,28 @@ settings (design brief §7.1).
 
 Defaults are the safe ones: a client verifies the peer's chain *and* hostname, the
 minimum version is TLS 1.2. A server verifies client certificates (mTLS) only when
-``verify_peer=True``.
+``verify_peer=True``. Turning verification off (``ssl_insecure=True`` on the Sockets
+surface, ``verify_peer=False`` here) is allowed but never silent: each context built so
+emits an :class:`InsecureTlsWarning` and a WARNING log record, both naming ``ssl_insecure``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import secrets
 import ssl
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "DEFAULT_TLS_TIMEOUT",
+    "InsecureTlsWarning",
     "TlsConnectionOptions",
     "TlsContextOptions",
     "normalize_alpn",
@@ -31,6 +37,32 @@ __all__ = [
 DEFAULT_TLS_TIMEOUT = 10.0
 
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger(__name__)
+
+
+class InsecureTlsWarning(UserWarning):
+    """TLS peer verification was turned off (``ssl_insecure=True``)."""
+
+
+def _warn_insecure(server: bool) -> None:
+    who = "client certificates are" if server else "the server's certificate and hostname are"
+    msg = (f"ssl_insecure=True (verify_peer=False): {who} not verified, so anyone on the "
+           "network path can impersonate the peer")
+    warnings.warn(msg, InsecureTlsWarning, stacklevel=_caller_level())
+    log.warning(msg)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside reseau_patch: the warning names the
+    user's line that asked for an insecure connection, not ours."""
+    frame, level = sys._getframe(2), 2  # skip this helper and _warn_insecure
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def normalize_alpn(alpn: str | Sequence[str] | None) -> list[str] | None:
@@ -136,6 +168,9 @@ class TlsContextOptions:
         verify = (not server) if self.verify_peer is None else self.verify_peer
         if server:
             ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+            if self.verify_peer is False and (self.ca_file is not None or self.ca_path
+                                              is not None or self.ca_data is not None):
+                _warn_insecure(server=True)  # CAs to check clients with, and told not to
         elif verify:
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.check_hostname = True if self.check_hostname is None else self.check_hostname
@@ -144,6 +179,7 @@ class TlsContextOptions:
                 raise ValueError("check_hostname=True needs verify_peer=True")
             ctx.check_hostname = False  # must precede CERT_NONE (stdlib rule)
             ctx.verify_mode = ssl.CERT_NONE
+            _warn_insecure(server=False)
         ctx.minimum_version = self.minimum_version
         if self.maximum_version is not None:
             ctx.maximum_version = self.maximum_version

@@ -44,6 +44,10 @@ def patch_socket(dns: bool = True) -> None:
             if hasattr(gsocket, name):
                 items[name] = getattr(gsocket, name)
         items["getnameinfo"] = netfuncs.getnameinfo
+        # gevent's wrapper re-converts every tuple to enums (µs per call): ours memoizes.
+        from ..hub.resolver import getaddrinfo
+
+        items["getaddrinfo"] = getaddrinfo
     _patch_items("socket", items)
     # Functions that build sockets look ``socket`` up in the module at call time
     # (socketpair, fromfd, create_server), so they now make GreenSockets unchanged.

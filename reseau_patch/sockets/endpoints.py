@@ -25,7 +25,12 @@ from typing import Any
 
 import gevent
 
-from ..io.bootstrap import ClientBootstrap, ServerBootstrap, ServerListener
+from ..io.bootstrap import (
+    ACCEPT_RESOURCE_ERRORS,
+    ClientBootstrap,
+    ServerBootstrap,
+    ServerListener,
+)
 from ..io.channel import Channel
 from ..io.event_loop import EventLoop
 from ..io.happy_eyeballs import HappyEyeballsConfig
@@ -116,13 +121,8 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
                            back_pressure=back_pressure, happy_eyeballs=he)
     result: list = []
     parker = Parker(tcp, "connect")
-    abandoned = [False]
 
     def on_setup(channel: Channel | None, err: BaseException | None) -> None:
-        if abandoned[0]:
-            if channel is not None:
-                channel.shutdown()
-            return
         result.append((channel, err))
         parker.wake()
 
@@ -130,16 +130,22 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
         tcp.on_channel_shutdown(channel, err)
         channel.destroy()
 
-    boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
+    request = boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
     if not result:
         try:
             if parker.park(loop, timeout) is TIMED_OUT and not result:
-                abandoned[0] = True
                 target = host if domain is SocketDomain.LOCAL else f"{host}:{port}"
                 raise TimeoutError(errno.ETIMEDOUT,
                                    f"connect to {target} timed out after {timeout} s")
         except BaseException:
-            abandoned[0] = True
+            # Timeout, gevent.Timeout, kill: nothing the connect made may outlive it
+            # (attempts in flight, a TLS handshake in progress, their timers).
+            request.cancel()
+            if result and result[0][0] is not None:
+                # Set up just before the cancel: the caller never saw it. Abort, not
+                # close(): a cancelled greenlet must not park again.
+                result[0][0].shutdown(OSError(errno.ECANCELED, "connect cancelled"),
+                                      abort=True)
             raise
     channel, err = result[0]
     if err is not None:
@@ -171,6 +177,8 @@ class TCPServer:
         self._acceptor = Parker(self, "accept")
         self._closed = False
         self._timeout: float | None = None
+        #: ``(path, st_dev, st_ino)`` of the unix socket file we bound, removed on close.
+        self._unix_file: tuple[str, int, int] | None = None
 
     # ------------------------------------------------------------------ setup
     def _bind(self, domain: SocketDomain, address: object, reuseaddr: bool,
@@ -189,6 +197,9 @@ class TCPServer:
             sock.close()
             raise
         self._loop, self._socket = loop, sock
+        if domain is SocketDomain.LOCAL and isinstance(address, str) and address[:1] != "\0":
+            st = os.stat(address)
+            self._unix_file = (address, st.st_dev, st.st_ino)
 
     def adopt(self, sock: _socket.socket) -> None:
         """Take over a bound (or listening) stream socket made elsewhere, in place of
@@ -244,6 +255,7 @@ class TCPServer:
         if channel is None:
             self._accept_error = err  # EMFILE and friends: report to the next accept()
         else:
+            self._accept_error = None  # resolved since: not worth raising any more
             self._ready.append(channel.last.handler)  # type: ignore[arg-type]
         self._acceptor.wake()
 
@@ -290,7 +302,8 @@ class TCPServer:
         return self._listener is not None and not self._closed
 
     def close(self) -> None:
-        """Stop listening and close queued, unaccepted connections. Accepted ones live on."""
+        """Stop listening and close queued, unaccepted connections (accepted ones live on);
+        a unix socket file this server created is removed."""
         if self._closed:
             return
         self._closed = True
@@ -301,6 +314,21 @@ class TCPServer:
         while self._ready:
             self._ready.popleft().close()
         self._acceptor.wake()
+        self._remove_unix_file()
+
+    def _remove_unix_file(self) -> None:
+        """Remove our unix socket file — only if it is still ours (same inode): a path
+        another process has bound since is left alone."""
+        if self._unix_file is None:
+            return
+        path, dev, ino = self._unix_file
+        self._unix_file = None
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> TCPServer:
         return self
@@ -395,7 +423,8 @@ def accept(server: TCPServer, callback: Callable[[TCPSocket], Any] | None = None
            ) -> TCPSocket | gevent.Greenlet:
     """``accept(server)``: the next connection. ``accept(server, callback)``: a greenlet
     that accepts forever, running ``callback(sock)`` in a new greenlet per connection
-    (it ends when the server closes)."""
+    (it ends when the server closes). Running out of fds (EMFILE and friends) does not
+    end it: it logs, backs off and serves again once fds are free."""
     if callback is None:
         return server.accept()
 
@@ -403,10 +432,14 @@ def accept(server: TCPServer, callback: Callable[[TCPSocket], Any] | None = None
         while server.isopen:
             try:
                 sock = server.accept()
-            except OSError:
+            except OSError as exc:
                 if not server.isopen:
                     return
-                raise
+                if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                    raise
+                # Out of fds/buffers: the listener already logged it and backs off; keep
+                # serving, as socketserver and gevent's StreamServer do.
+                continue
             gevent.spawn(callback, sock)
 
     return gevent.spawn(loop)

@@ -10,7 +10,14 @@ Contract:
   data, EOF, an error or the deadline. With back-pressure on, the channel may deliver at
   most ``read_buffer_capacity`` bytes ahead of the reader: consuming ``n`` bytes grants
   ``n`` back to the socket handler, so a slow reader holds at most its window (plus the
-  message in flight) in memory.
+  message in flight) in memory. A read that needs more than the capacity (``read(n)``
+  with a larger ``n``, ``read()`` to EOF, a long ``readline``/``peek``) grows the window
+  for itself, so no read pattern waits for bytes the window keeps out; afterwards the
+  buffer returns to its capacity.
+* **Reset.** Every byte the peer's kernel saw acknowledged before a reset (RST) is read
+  first, once; then each read raises ``ConnectionResetError`` (the error stays). Plain
+  (direct or channel) and TLS sockets behave alike; a TLS peer that closes without
+  close_notify ends the stream with ``ssl.SSLEOFError`` after its data.
 * **Writing.** ``write`` chunks into pooled messages and returns once they are queued;
   past :data:`WRITE_HIGH_WATER` bytes in flight it parks until the socket drains. A write
   error is sticky: it is raised by that call if it is already known, else by the next
@@ -42,7 +49,6 @@ import enum
 import errno
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..io.channel import UNBOUNDED, Channel, ChannelHandler, ChannelSlot, Direction
@@ -61,15 +67,7 @@ WRITE_HIGH_WATER = 1 << 20
 CLOSE_FLUSH_DEFAULT = 30.0
 _C = _socket.socket  # unbound C methods, as io/socket.py uses them
 _DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct mode
-_DIRECT_QUEUE_CHUNK = 256 * 1024  # direct mode: largest message queued behind a send
-
-
-def _owned_message(data: bytes) -> IoMessage:
-    """A write message that owns ``data`` (no pool, no copy into a 16 KiB buffer)."""
-    msg = IoMessage(0)
-    msg.buf = data  # type: ignore[assignment]
-    msg.len = len(data)
-    return msg
+_QUEUE_CHUNK = 256 * 1024  # largest write message sent into the channel
 
 
 class _State(enum.Enum):
@@ -86,22 +84,23 @@ class TCPSocket(ChannelHandler):
     """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
 
     def __init__(self, loop: EventLoop, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
-                 back_pressure: bool = True, on_demand: bool = False) -> None:
-        """``on_demand=True`` (the patch layer's mode): no window is granted ahead of a
-        reader; each blocking read asks the channel for what it wants, so bytes stay in
-        the kernel (where ``select`` on the fd sees them) until someone reads."""
+                 back_pressure: bool = True) -> None:
         if read_buffer_capacity <= 0:
             raise ValueError(f"read_buffer_capacity must be > 0, got {read_buffer_capacity}")
         self._loop = loop
         self.read_buffer_capacity = read_buffer_capacity
-        self.back_pressure = back_pressure or on_demand
-        self.on_demand = on_demand
-        self._granted = 0  # on-demand: window asked for and not yet delivered
-        self._want = 0  # on-demand: how much the current read would like
+        self.back_pressure = back_pressure
+        self._want = 0  # how much the current read would like (direct recv size)
+        #: Bytes the current read needs buffered before it can return (-1: to EOF). A need
+        #: above the capacity grows the window for that read only (see _grant_for).
+        self._need = 1
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
+        # Received bytes are _buf[_pos:_end]; the bytearray keeps its size between reads
+        # (shrinking and regrowing it costs a realloc and fresh pages per bulk message).
         self._buf = bytearray()
         self._pos = 0
+        self._end = 0
         self._eof = False
         self._read_error: BaseException | None = None
         self._write_error: BaseException | None = None
@@ -125,17 +124,6 @@ class TCPSocket(ChannelHandler):
         self._draw: _socket.socket | None = None
 
     # ================================================================ handler half
-    def inherit(self, old: TCPSocket) -> None:
-        """Continue ``old``'s stream (a hand-over to another loop, before this handler is
-        installed): its unread bytes, EOF, sticky errors, half-close and timeout."""
-        self._buf = bytearray(old._buf[old._pos:])
-        self._pos = 0
-        self._eof = old._eof
-        self._read_error = old._read_error
-        self._write_error = old._write_error
-        self._write_closed = old._write_closed
-        self._timeout = old._timeout
-
     def attach(self, channel: Channel) -> TCPSocket:
         """Bootstrap hook: called with the new channel before this handler is installed."""
         self.channel = channel
@@ -149,16 +137,12 @@ class TCPSocket(ChannelHandler):
 
     def initial_window_size(self) -> int:
         self._maybe_go_direct()  # set_handler asks this once we are linked into the chain
-        if self.on_demand:
-            return 0
         return self.read_buffer_capacity if self.back_pressure else UNBOUNDED
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
-        self._buf += msg.data()
-        if self.on_demand:
-            self._granted = max(0, self._granted - msg.len)
+        self._append(msg.data())
         msg.release()
-        held = len(self._buf) - self._pos
+        held = self._end - self._pos
         if held > self.max_buffered:
             self.max_buffered = held
         self._reader.wake()
@@ -214,7 +198,22 @@ class TCPSocket(ChannelHandler):
             raise TimeoutError(errno.ETIMEDOUT, f"timed out after {self._timeout} s")
 
     def _available(self) -> int:
-        return len(self._buf) - self._pos
+        return self._end - self._pos
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        end = self._end
+        buf = self._buf
+        if end + n > len(buf):
+            pos = self._pos
+            if pos:  # move what is held to the front (same-size slice: a memmove)
+                held = end - pos
+                buf[:held] = buf[pos:end]
+                self._pos, end = 0, held
+            if end + n > len(buf):
+                buf.extend(bytes(max(end + n - len(buf), len(buf))))
+        buf[end:end + n] = data
+        self._end = end + n
 
     def _wait_more(self, deadline: float | None) -> bool:
         """Wait for bytes beyond those buffered; False once no more can come.
@@ -234,8 +233,8 @@ class TCPSocket(ChannelHandler):
             return False
         if self._direct:
             return self._fill_direct(deadline)
-        if self.on_demand:
-            self._request()
+        need = self._need
+        self._grant_for(self._available() + self.read_buffer_capacity if need < 0 else need)
         self._park(self._reader, deadline)
         return True
 
@@ -250,34 +249,33 @@ class TCPSocket(ChannelHandler):
 
     def _take(self, n: int) -> bytes:
         pos = self._pos
-        out = bytes(self._buf[pos:pos + n])
+        with memoryview(self._buf) as mv:
+            out = bytes(mv[pos:min(pos + n, self._end)])
         self._consumed(len(out))
         return out
 
     def _consumed(self, n: int) -> None:
         self._pos += n
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[:self._pos]  # compact once the dead prefix dominates
-            self._pos = 0
-        if (n and self.back_pressure and not self.on_demand and not self._direct
-                and self.slot is not None and not self._shut_down):
-            self.slot.increment_read_window(n)
+        if self._pos == self._end:
+            self._pos = self._end = 0
+            if len(self._buf) > max(4 * self.read_buffer_capacity, 1 << 20):
+                self._buf = bytearray()  # a big read is over: give its memory back
+        if n:
+            self._grant_for(0)
 
-    def _request(self) -> None:
-        """On-demand: ask the channel for the bytes the current read wants."""
-        if self._direct:
-            return  # the reader takes from the kernel itself
-        want = max(self._want, 1) - self._available() - self._granted
-        if want > 0 and self.slot is not None and not self._shut_down:
-            self._granted += want
-            self.slot.increment_read_window(want)
-
-    def pending(self) -> int:
-        """Bytes this socket holds that the kernel no longer shows (for select shims)."""
-        return self._available()
+    def _grant_for(self, need: int) -> None:
+        """Keep the read credit (bytes buffered + window the channel may still use) at
+        ``max(capacity, need)``. Consuming tops it up to the capacity; a read that needs
+        more than the capacity grows it for itself (else it would wait for bytes the
+        window never lets in); credit granted once is used up before more is granted, so
+        the buffer shrinks back to the capacity after such a read."""
+        slot = self.slot
+        if not self.back_pressure or self._direct or slot is None or self._shut_down:
+            return
+        credit = self._available() + slot.window + slot.pending_increment
+        short = max(self.read_buffer_capacity, need) - credit
+        if short > 0:
+            slot.increment_read_window(short)
 
     # ---------------------------------------------------------------- direct mode
     def _maybe_go_direct(self) -> None:
@@ -302,7 +300,7 @@ class TCPSocket(ChannelHandler):
 
     def _direct_ready(self) -> bool:
         """Whether a direct ``recv`` may run now: nothing buffered, nothing ended."""
-        return (self._direct and self._pos == len(self._buf)
+        return (self._direct and self._pos == self._end
                 and self._state is _State.CONNECTED and not self._eof
                 and self._read_error is None and not self._shut_down
                 and not self._dsh.shutting_down and not self._dsock.closed)
@@ -368,7 +366,7 @@ class TCPSocket(ChannelHandler):
         if not data:
             self._got_eof()
             return False
-        self._buf += data
+        self._append(data)
         held = avail + len(data)
         if held > self.max_buffered:
             self.max_buffered = held
@@ -379,6 +377,7 @@ class TCPSocket(ChannelHandler):
         self._check_thread("read")
         deadline = self._deadline()
         self._want = n if n is not None and n > 0 else 65536
+        self._need = n if n is not None and n > 0 else -1
         if n is None or n < 0:
             while self._wait_more(deadline):
                 pass
@@ -415,10 +414,12 @@ class TCPSocket(ChannelHandler):
                     self._got_eof()
                 return n
         self._want = len(view)
+        self._need = 1
         if not self._wait_readable(self._deadline()):
             return 0
         n = min(len(view), self._available())
-        view[:n] = self._buf[self._pos:self._pos + n]
+        with memoryview(self._buf) as mv:
+            view[:n] = mv[self._pos:self._pos + n]
         self._consumed(n)
         return n
 
@@ -442,6 +443,7 @@ class TCPSocket(ChannelHandler):
                     self._got_eof()
                 return data
         self._want = 65536
+        self._need = 1
         if not self._wait_readable(self._deadline()):
             return b""
         return self._take(self._available())
@@ -451,9 +453,10 @@ class TCPSocket(ChannelHandler):
         self._check_thread("readline")
         deadline = self._deadline()
         self._want = limit if limit > 0 else 8192
+        self._need = limit if limit > 0 else -1
         scanned = 0
         while True:
-            idx = self._buf.find(b"\n", self._pos + scanned)
+            idx = self._buf.find(b"\n", self._pos + scanned, self._end)
             if idx >= 0:
                 n = idx - self._pos + 1
                 break
@@ -475,11 +478,11 @@ class TCPSocket(ChannelHandler):
         """
         self._check_thread("peek")
         deadline = self._deadline()
-        self._want = max(n, 1)
+        self._want = self._need = max(n, 1)
         while self._available() < max(n, 1):
             if not self._wait_more(deadline):
                 break
-        return bytes(self._buf[self._pos:self._pos + max(n, 1)])
+        return bytes(self._buf[self._pos:min(self._pos + max(n, 1), self._end)])
 
     def bytesavailable(self) -> int:
         """Bytes buffered right now (never blocks). In direct mode the bytes the kernel
@@ -495,7 +498,7 @@ class TCPSocket(ChannelHandler):
     def eof(self) -> bool:
         """Block until data or EOF; True when the peer closed and nothing is buffered."""
         self._check_thread("eof")
-        self._want = 1
+        self._want = self._need = 1
         try:
             return not self._wait_readable(self._deadline())
         except OSError:
@@ -513,43 +516,6 @@ class TCPSocket(ChannelHandler):
             raise os_error(errno.EPIPE, "write after closewrite()")
         if self._shut_down or self.slot is None:
             raise os_error(errno.EPIPE, "connection is shut down")
-
-    def write_from_loop(self, data: bytes,
-                        on_done: Callable[[BaseException | None], Any]) -> None:
-        """Queue all of ``data`` from a callback on this socket's loop, never parking (no
-        high-water wait: the caller waits for ``on_done`` before writing more, which bounds
-        what is in flight). ``on_done(err)`` runs once, after the last byte reached the
-        kernel or the write failed. For a write another thread hands to this loop."""
-        try:
-            self._check_write()
-        except OSError as exc:
-            on_done(exc)
-            return
-        view = memoryview(data)
-        total, off = len(view), 0
-        if not total:
-            on_done(None)
-            return
-        slot = self.slot
-        while off < total:
-            msg = slot.acquire_message(total - off)
-            n = msg.fill(view[off:])
-            off += n
-            self._in_flight += n
-            if off < total:
-                msg.on_completion = functools.partial(self._on_written, n)
-            else:
-                def last(err: BaseException | None, n: int = n) -> None:
-                    self._on_written(n, err)
-                    on_done(err)
-                msg.on_completion = last
-            try:
-                slot.send_message(msg, Direction.WRITE)
-            except BaseException as exc:  # noqa: BLE001 - reported through on_done
-                self._in_flight -= n
-                msg.release()
-                on_done(exc)
-                return
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Queue all of ``data``; returns its length. Parks while too much is in flight."""
@@ -583,13 +549,10 @@ class TCPSocket(ChannelHandler):
                 self._park(self._writer, deadline)
                 self._check_write()
                 continue
-            if self._direct:
-                # One message owning a copy of (part of) the rest, behind what is queued.
-                n = min(total - off, _DIRECT_QUEUE_CHUNK)
-                msg = _owned_message(bytes(view[off:off + n]))
-            else:
-                msg = slot.acquire_message(total - off)
-                n = msg.fill(view[off:])
+            # One message owning a copy of (part of) the rest: a bulk write costs the
+            # channel one message per 256 KiB (TLS encrypts each in one engine call).
+            n = min(total - off, _QUEUE_CHUNK)
+            msg = IoMessage.owning(bytes(view[off:off + n]))
             off += n
             self._in_flight += n
             msg.on_completion = functools.partial(self._on_written, n)
@@ -650,7 +613,7 @@ class TCPSocket(ChannelHandler):
                 self._abort()
         self._state = _State.CLOSED
         self._buf = bytearray()
-        self._pos = 0
+        self._pos = self._end = 0
 
     def _abort(self) -> None:
         """Drop unsent bytes: close the OS socket so the shutdown completes now."""
@@ -744,9 +707,8 @@ class TCPSocket(ChannelHandler):
         was_direct = self._direct
         if was_direct:
             self._leave_direct()  # the socket handler reads for the TLS handler from now on
-        leftover = bytes(self._buf[self._pos:])
-        self._buf.clear()
-        self._pos = 0
+        leftover = bytes(self._buf[self._pos:self._end])
+        self._pos = self._end = 0
         eof, self._eof = self._eof, False  # from now on EOF is the TLS layer's to report
         tls_slot = ChannelSlot(slot.channel)
         slot.insert_left(tls_slot)

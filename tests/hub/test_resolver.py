@@ -198,3 +198,99 @@ def test_use_reseau_loop_resolver_true_selects_it():
     assert out["resolver"] == RESOLVER_PATH
     assert out["loop"] == "reseau_patch.hub.loop.ReseauLoop"
     assert out["same"]
+
+
+# ---------------------------------------------------------------- the cache-hit fast path
+@pytest.mark.parametrize("args", GETADDRINFO_CASES, ids=repr)
+def test_getaddrinfo_enums_is_the_stdlibs_also_when_memoized(resolver, args):
+    """The shape ``socket.getaddrinfo`` has after patch_all(): enums and all, twice (the
+    second call is served from the memo where the answer is cacheable)."""
+    from reseau_patch.hub import resolver as hub_resolver
+
+    def ours(*a):
+        return resolver.getaddrinfo_enums(*a)
+
+    ours.__name__ = "getaddrinfo_enums"
+    std = outcome(stdsocket.getaddrinfo, *args)
+    for _ in range(2):
+        got = outcome(ours, *args)
+        assert got == std
+        if got[0] == "ok":  # enum members, not just equal ints
+            assert [(type(f), type(t)) for f, t, *_ in got[1]] == \
+                [(type(f), type(t)) for f, t, *_ in std[1]]
+    assert hub_resolver.getaddrinfo is not None
+
+
+def test_cached_getaddrinfo_switches_no_greenlet_and_asks_no_c_library(resolver, monkeypatch):
+    import greenlet
+
+    from reseau_patch.hub import resolver as hub_resolver
+
+    want = resolver.getaddrinfo_enums("localhost", 443, 0, stdsocket.SOCK_STREAM)
+    calls = []
+    real = hub_resolver._socket.getaddrinfo
+    monkeypatch.setattr(hub_resolver._socket, "getaddrinfo",
+                        lambda *a: calls.append(a) or real(*a))
+    switches = []
+    old = greenlet.settrace(lambda event, args: switches.append(event))
+    try:
+        for _ in range(100):
+            assert resolver.getaddrinfo_enums("localhost", 443, 0, stdsocket.SOCK_STREAM) \
+                == want
+            assert resolver.getaddrinfo("localhost", 443, 0, stdsocket.SOCK_STREAM) == want
+    finally:
+        greenlet.settrace(old)
+    assert switches == [] and calls == []
+
+
+def test_memoized_answers_follow_the_cache(resolver):
+    """A purge, a refreshed answer and a demotion each change what the memo serves."""
+    import gevent
+
+    from reseau_patch.io.resolver import CachingResolver, StaticResolver
+
+    static = StaticResolver({"svc.test": ["127.0.0.2", "127.0.0.3"]})
+    cache = CachingResolver(static)
+    ours = Resolver(hub=gevent.get_hub(), resolver=cache)
+
+    def hosts() -> list[str]:
+        return [sa[0] for *_, sa in ours.getaddrinfo("svc.test", 80, 0, stdsocket.SOCK_STREAM)]
+
+    assert hosts() == ["127.0.0.2", "127.0.0.3"]
+    first = cache.peek("svc.test", 0)[0]
+    cache.record_connection_failure(first)  # demoted: last until its record expires
+    assert hosts() == ["127.0.0.3", "127.0.0.2"]
+    cache.record_connection_success(first)
+    assert hosts() == ["127.0.0.2", "127.0.0.3"]
+    static.set("svc.test", ["127.0.0.4"])
+    assert hosts() == ["127.0.0.2", "127.0.0.3"]  # cached until the TTL or a purge
+    cache.purge("svc.test")
+    assert hosts() == ["127.0.0.4"]
+    got = ours.getaddrinfo("svc.test", 80)
+    got.clear()  # the caller owns the list it got
+    assert hosts() == ["127.0.0.4"]
+
+
+def test_a_memoized_int_port_does_not_answer_for_a_float_port(resolver):
+    resolver.getaddrinfo_enums("localhost", 80)
+    std = outcome(stdsocket.getaddrinfo, "localhost", 80.0)
+    assert std[0] == "raised"
+    assert outcome(resolver.getaddrinfo_enums, "localhost", 80.0) == std
+    assert outcome(resolver.getaddrinfo, "localhost", 80.0) == std
+
+
+def test_peek_is_none_when_a_lookup_is_needed():
+    from reseau_patch.io.resolver import CachingResolver, StaticResolver
+
+    now = [100.0]
+    cache = CachingResolver(StaticResolver({"a.test": ["127.0.0.2"]}), ttl=5.0,
+                            clock=lambda: now[0])
+    assert cache.peek("a.test", 0) is None
+    got = []
+    cache.lookup(None, "a.test", 0, lambda addrs, err: got.append((addrs, err)))
+    assert got and got[0][1] is None
+    assert [a.numeric_host for a in cache.peek("A.TEST", 0)] == ["127.0.0.2"]
+    cache.lookup(None, "missing.test", 0, lambda addrs, err: got.append((addrs, err)))
+    assert got[-1][1] is not None and cache.peek("missing.test", 0) is None  # negative
+    now[0] += 5.0
+    assert cache.peek("a.test", 0) is None  # expired

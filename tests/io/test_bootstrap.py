@@ -21,10 +21,7 @@ class Echo(ChannelHandler):
     """Server side: echo every byte; on the peer's EOF, finish writing and shut down."""
 
     def process_read(self, slot, msg):
-        out = slot.acquire_message(msg.len)
-        out.fill(msg.data())
-        msg.release()
-        slot.send_message(out, Direction.WRITE)
+        slot.send_message(msg, Direction.WRITE)  # the read message, any size, goes back
 
     def process_read_eof(self, slot):
         slot.channel.shutdown()  # graceful: queued echo bytes are flushed before close
@@ -261,3 +258,65 @@ def test_unix_path_bootstrap(lt, box, tmp_path):
     destroyed = box()
     listener.destroy(lambda: destroyed.set(True))
     assert destroyed.wait()
+
+
+def _full_backlog_listener() -> tuple[stdsocket.socket, list[stdsocket.socket]]:
+    lst = stdsocket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fillers = []
+    for _ in range(3):
+        f = stdsocket.socket()
+        f.setblocking(False)
+        f.connect_ex(lst.getsockname())
+        fillers.append(f)
+    time.sleep(0.05)
+    return lst, fillers
+
+
+def _wait_until(lt, pred, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not lt.call(pred):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_cancel_closes_the_attempts_and_never_reports_setup(lt, box):
+    lst, fillers = _full_backlog_listener()
+    try:
+        setup = box()
+        request = ClientBootstrap(lt.loop).connect(
+            "127.0.0.1", lst.getsockname()[1], lambda ch: ChannelHandler(),
+            lambda ch, e: setup.set((ch, e)))
+        _wait_until(lt, lambda: request.racer is not None and request.racer.sockets,
+                    "the first attempt")
+        attempts = lt.call(lambda: list(request.racer.sockets))
+        request.cancel()  # from another thread: posted to the loop
+        _wait_until(lt, lambda: request.cancelled, "the cancel")
+        assert lt.call(lambda: all(s.closed for s in attempts))
+        counts = lt.call(lt.loop.pending_counts)
+        assert counts["fds"] == 0 and counts["timers"] == 0, counts
+        assert not setup.event.wait(0.2)
+    finally:
+        for f in fillers:
+            f.close()
+        lst.close()
+
+
+def test_cancel_during_the_tls_handshake_shuts_the_channel(lt, box):
+    from reseau_patch.io.tls_options import TlsConnectionOptions
+    silent = stdsocket.create_server(("127.0.0.1", 0), backlog=8)  # never speaks TLS
+    try:
+        setup = box()
+        request = ClientBootstrap(lt.loop).connect(
+            "127.0.0.1", silent.getsockname()[1], lambda ch: ChannelHandler(),
+            lambda ch, e: setup.set((ch, e)), tls=TlsConnectionOptions())
+        _wait_until(lt, lambda: request.channel is not None, "the handshake to start")
+        channel = lt.call(lambda: request.channel)
+        request.cancel()
+        _wait_until(lt, lambda: channel.first is None, "the channel to be destroyed")
+        counts = lt.call(lt.loop.pending_counts)
+        assert counts["fds"] == 0 and counts["timers"] == 0, counts
+        assert not setup.event.wait(0.2)
+    finally:
+        silent.close()

@@ -229,3 +229,32 @@ def test_graceful_shutdown_flushes_queued_writes(lt, box):
     assert finished.wait() is None
     peer.close()
     lt.call(ch.destroy)
+
+
+def test_one_readiness_reads_several_messages_but_bounded(lt, box):
+    """With a large window, one readiness report reads far more than 16 KiB (bulk pays
+    the per-event cost rarely), never more than MAX_READ_PER_EVENT (fairness)."""
+    from reseau_patch.io.socket_handler import MAX_READ_PER_EVENT
+
+    per_tick: dict[int, int] = {}
+
+    class TickApp(App):
+        def process_read(self, slot, msg):
+            tick = lt.loop.stats.ticks
+            per_tick[tick] = per_tick.get(tick, 0) + msg.len
+            super().process_read(slot, msg)
+
+    app = TickApp(window=0)
+    peer, ch, handler = _pair(lt, app, back_pressure=True)
+    lt.call(lambda: handler.socket.raw.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF,
+                                                  4 << 20))
+    payload = bytes(range(256)) * 4096  # 1 MiB, all in our kernel buffer before any read
+    peer.sendall(payload)
+    time.sleep(0.05)
+    lt.call(app.slot.increment_read_window, len(payload))
+    assert app.wait_for(len(payload))
+    assert bytes(app.data) == payload
+    assert max(per_tick.values()) >= 4 * 16384, per_tick
+    assert max(per_tick.values()) <= MAX_READ_PER_EVENT, per_tick
+    peer.close()
+    _shutdown(lt, ch, box)

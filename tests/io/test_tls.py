@@ -154,7 +154,7 @@ def test_app_gets_only_its_window_rest_stays_pending(lt, certs):
     time.sleep(0.2)
     assert len(app.data) == 100  # not one byte beyond the window
     tls = find_tls_handler(box["channel"])
-    assert lt.call(lambda: tls.sslobj.pending() + tls._in.pending) > 0
+    assert lt.call(lambda: tls.pending_plaintext) > 0
     lt.call(app.slot.increment_read_window, 1000)
     _until(lambda: len(app.data) == 1100)
     time.sleep(0.1)
@@ -383,3 +383,53 @@ def test_pki_validity_window_and_description(certs, tmp_path):
     rsa_ca = pki.make_ca(key_type="rsa")
     assert pki.describe_certificate(rsa_ca.cert.public_bytes(pki.serialization.Encoding.DER)
                                     )["issuer"] == ((("commonName", "reseau test CA"),),)
+
+
+def _loaded_client(lt, certs, window, nbytes):
+    """A client whose app grants ``window`` while the server sends ``nbytes``: returns the
+    pair, the client's box and app, the server app and the client's TLS handler once the
+    client holds more than its window."""
+    class Sender(App):
+        def initial_window_size(self):
+            return 1 << 20
+
+    pair = Pair(lt, _server(certs), Sender)
+    app = App(window=window)
+    box = pair.connect(_client(certs), app)
+    assert box["error"] is None
+    assert pair.server_ready.wait(WAIT)
+    sender = pair.server_channels[0].last.handler
+    lt.call(sender.write, bytes(range(256)) * (nbytes // 256))
+    tls = find_tls_handler(box["channel"])
+    _until(lambda: len(app.data) == window
+           and lt.call(lambda: tls.pending_plaintext) >= 20_000)
+    return pair, box, app, sender, tls
+
+
+def test_close_notify_keeps_records_already_received(lt, certs):
+    """Our close_notify while the peer's records wait for the app's window: none of
+    them is lost (SSL_shutdown discards application records it reads itself)."""
+    pair, box, app, sender, tls = _loaded_client(lt, certs, 10, 51_200)
+    lt.call(app.slot.send_write_eof)  # close_notify now, with records waiting
+    assert sender.eof.wait(WAIT)  # the server saw our close_notify
+    lt.call(lambda: (sender.write(b"after"), sender.slot.send_write_eof()))
+    lt.call(app.slot.increment_read_window, 1 << 20)
+    assert app.eof.wait(WAIT)
+    assert bytes(app.data) == bytes(range(256)) * 200 + b"after"
+    _shutdown(lt, box)
+    pair.close()
+
+
+def test_read_shutdown_delivers_everything_received_past_the_window(lt, certs):
+    pair, box, app, sender, tls = _loaded_client(lt, certs, 100, 51_200)
+
+    def shut():
+        held = tls.pending_plaintext
+        box["channel"].shutdown()
+        return held
+
+    held = lt.call(shut)
+    assert box["shutdown"].wait(WAIT)
+    assert len(app.data) == 100 + held  # all of it, not just what fit the window
+    assert bytes(app.data) == (bytes(range(256)) * 200)[:100 + held]
+    pair.close()

@@ -1,6 +1,6 @@
 """TCPSocket's direct mode (a plain ``[SocketHandler, TCPSocket]`` channel): reads go to
 the kernel, writes with nothing queued are one ``send``; order, EOF, errors, half-close,
-timeouts and on-demand sockets behave as on the channel path."""
+and timeouts behave as on the channel path."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ import gevent
 import pytest
 
 from reseau_patch import sockets as S
-from reseau_patch.io.channel import Channel
-from reseau_patch.io.socket import Socket as IoSocket
 from reseau_patch.io.socket_handler import SocketHandler
-from reseau_patch.sockets.parking import current_io_loop
 from reseau_patch.sockets.tcp import TCPSocket
 
 
@@ -197,45 +194,6 @@ def test_big_single_write_and_echo(run):
         e.get(timeout=10)
         c.close()
     run(body, timeout=60)
-
-
-def test_on_demand_plain_channel_reads_directly(run):
-    """``on_demand=True`` on a plain channel (the patch layer's mode without TLS)."""
-    def body():
-        a, b = stdsocket.socketpair()
-        loop = current_io_loop()
-        io_sock = IoSocket(loop, sock=a, owns_fd=False)
-        channel = Channel(loop, back_pressure=True)
-        channel.activate()
-        channel.add_handler(SocketHandler(io_sock))
-        tcp = TCPSocket(loop, on_demand=True)
-        tcp.attach(channel)
-        channel.add_handler(tcp)
-        done = []
-
-        def on_shutdown(ch, err):
-            tcp.on_channel_shutdown(ch, err)
-            ch.destroy()
-            done.append(err)
-
-        channel.on_shutdown = on_shutdown
-        try:
-            assert tcp._direct
-            b.sendall(b"hello\nworld")
-            assert tcp.readline() == b"hello\n"
-            assert tcp.pending() == 5  # what readline pulled past the line
-            assert tcp.read(5) == b"world"
-            tcp.write(b"back")
-            b.settimeout(5)
-            assert b.recv(10) == b"back"
-            b.shutdown(stdsocket.SHUT_WR)
-            assert tcp.read() == b""
-        finally:
-            tcp.close()
-            b.close()
-            a.close()
-        assert done == [None]
-    run(body)
 
 
 def test_nonblocking_writes_queue_up_to_the_high_water_mark_in_direct_mode(run):

@@ -474,7 +474,7 @@ def test_starttls_after_direct_read_with_tls_bytes_still_in_the_kernel(run, cert
         while got < 3:
             got += c.readinto(memoryview(buf)[got:])
         assert buf == b"OK\n"
-        assert c.pending() == 0  # the ClientHello was not pulled into our buffer
+        assert c.max_buffered == 0  # the ClientHello was not pulled into our buffer
         S.tlsupgrade(c, server_side=True, ssl_cert=certs.cert, ssl_key=certs.key)
         assert not c._direct and c.tls is not None
         assert c.readline() == b"after upgrade\n"

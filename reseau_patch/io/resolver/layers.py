@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
+from ..event_loop import os_lock
 from .base import (
     AF_INET,
     AF_INET6,
@@ -135,7 +136,7 @@ class CachingResolver(BaseResolver):
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = os_lock()  # held for dict operations only; a hit must not switch
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._seq = itertools.count()
         self.hits = 0
@@ -167,6 +168,27 @@ class CachingResolver(BaseResolver):
             reply(*self._store(key, family, addrs, error))
 
         self.inner.lookup(None, host, family, done)
+
+    def peek(self, host: str, family: int) -> list[HostAddress] | None:
+        """The fresh cached addresses of ``host`` for ``family``, in the order a lookup
+        would give them, or None when a lookup is needed (absent, expired, or a cached
+        failure). Synchronous, any thread, no callback, no lock: the cache-hit fast path
+        for callers that memoize what they build from an answer (equal lists => same
+        answer; a refresh or a demotion gives a different one). The list is shared:
+        read it, never modify it. A hit does not refresh the name's LRU position."""
+        # Lock-free: each read below is one atomic dict/attribute access under the GIL,
+        # and writers replace answers (never mutate their address lists).
+        entry = self._entries.get(host.lower())
+        if entry is None:
+            return None
+        answer = entry.answers.get(family)
+        if answer is None or answer.error is not None or answer.expiry <= self.clock():
+            return None
+        self.hits += 1
+        if not entry.demoted:
+            return answer.addresses
+        with self._lock:
+            return self._ordered(entry, answer, self.clock())
 
     def _store(self, key: str, family: int, addrs: list[HostAddress] | None,
                err: BaseException | None) -> tuple[list[HostAddress] | None, BaseException | None]:

@@ -1,0 +1,308 @@
+"""A sans-IO TLS engine: ciphertext in, plaintext and ciphertext out (h11 is the model).
+
+No socket, no loop, no greenlet: the driver (the patched SSL socket, the channel
+``TlsHandler``) moves bytes between the engine and the wire, and decides when to wait.
+
+It runs the C ``_ssl._SSLSocket`` that ``ssl.SSLObject`` wraps, made the same way
+(``context._wrap_bio(incoming, outgoing, ...)``) over two ``ssl.MemoryBIO``\\ s, so:
+
+- a caller's ``ssl.SSLContext`` is used unchanged (or one built from
+  :class:`~reseau_patch.io.tls_options.TlsContextOptions`);
+- ``owner`` is what OpenSSL callbacks (``sni_callback``, ``_msg_callback``) receive and
+  what ``getpeercert`` & co. report about: the patched socket passes itself, as the
+  stdlib's ``SSLSocket`` does; :attr:`TlsEngine.sslobj` is that C object, usable as an
+  ``SSLSocket._sslobj`` (``getpeercert``, ``get_verified_chain``, ``cipher``, ``version``,
+  ``session``, ``selected_alpn_protocol``, ``verify_client_post_handshake``...);
+- errors are the stdlib's, unchanged: ``ssl.SSLWantReadError`` (feed more ciphertext),
+  ``ssl.SSLEOFError`` (stream ended without close_notify), ``ssl.SSLCertVerificationError``,
+  ``ssl.SSLError``. A memory BIO never asks to wait for writing.
+
+API (every method is non-blocking; who calls it must serialise the calls: one thread at
+a time, the engine holds no lock)::
+
+    eng = TlsEngine(ctx, server_side=False, server_hostname="example.com", owner=sock)
+    eng.do_handshake()            # raises SSLWantReadError until the handshake is done
+    eng.data_to_send()            # ciphertext to put on the wire (b"" when none)
+    eng.receive_data(ciphertext)  # what the wire gave us; eng.receive_eof() at its end
+    eng.bytes_needed()            # ciphertext bytes that complete the current TLS record
+    eng.read_into(buf, n)         # plaintext; 0 after the peer's close_notify
+    eng.write(data)               # encrypt all of it (memory BIOs take everything)
+    eng.pending()                 # plaintext decrypted and not yet read (SSL_pending)
+    eng.unwrap()                  # close_notify both ways; SSLWantReadError until done
+    eng.unread_data()             # after unwrap: bytes that followed the peer's close_notify
+
+``bytes_needed`` lets a driver read the wire record by record (what OpenSSL does on a
+real socket), so a non-blocking caller never holds ciphertext that the kernel's
+readiness no longer shows.
+
+States (every change happens in :meth:`TlsEngine._set_state`)::
+
+                    do_handshake() done
+      HANDSHAKING ----------------------> OPEN ----- read sees close_notify ----+
+           |                               |                                    v
+           |                    unwrap(): our close_notify sent          CLOSE_RECEIVED
+           |                               v                                    |
+           |                          CLOSE_SENT                     unwrap(): ours sent
+           |                               |  peer's close_notify read          |
+           |                               v                                    |
+           |                            CLOSED <--------------------------------+
+           |
+           +--- any state: a TLS error, or EOF without close_notify ---> FAILED (error kept)
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from typing import Any
+
+from .tls_options import TlsContextOptions
+
+__all__ = ["TlsEngine", "TlsState"]
+
+_HEADER = 5  # TLS record header: type(1) version(2) length(2), RFC 8446 §5.1
+
+
+class TlsState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSE_SENT = "close_sent"
+    CLOSE_RECEIVED = "close_received"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class TlsEngine:
+    """One TLS connection's protocol state (see the module docstring)."""
+
+    __slots__ = ("_sslobj", "_in", "_out", "_state", "error", "server_side",
+                 "_rec_left", "_hdr", "_eof", "_handshake_done", "__weakref__")
+
+    def __init__(self, context: ssl.SSLContext | TlsContextOptions, *,
+                 server_side: bool = False, server_hostname: str | None = None,
+                 session: ssl.SSLSession | None = None, owner: Any = None) -> None:
+        if isinstance(context, TlsContextOptions):
+            context = context.build()
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(f"context must be an ssl.SSLContext or TlsContextOptions, "
+                            f"got {type(context).__name__}")
+        if not server_side and context.check_hostname and not server_hostname:
+            raise ValueError("check_hostname requires server_hostname")  # as SSLSocket
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        # As ssl.SSLObject._create does; the C constructor raises the stdlib's ValueErrors
+        # (check_hostname without a name, a client context on the server side...).
+        self._sslobj = context._wrap_bio(
+            self._in, self._out, server_side=server_side,
+            server_hostname=context._encode_hostname(server_hostname),
+            owner=owner, session=session)
+        self.server_side = server_side
+        self._state = TlsState.HANDSHAKING
+        self.error: BaseException | None = None
+        self._rec_left = 0     # body bytes of the current record still to come
+        self._hdr = b""       # header bytes of the next record received so far
+        self._eof = False
+        self._handshake_done = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> TlsState:
+        return self._state
+
+    @property
+    def sslobj(self) -> Any:
+        """The C ``_ssl._SSLSocket`` (what ``SSLSocket._sslobj`` is in the stdlib)."""
+        return self._sslobj
+
+    @property
+    def handshake_done(self) -> bool:
+        return self._handshake_done
+
+    def _set_state(self, state: TlsState, error: BaseException | None = None) -> None:
+        if self._state is TlsState.FAILED:
+            return  # terminal: the first error is the one reported
+        self._state = state
+        if error is not None:
+            self.error = error
+
+    def _fail(self, exc: BaseException) -> None:
+        self._set_state(TlsState.FAILED, exc)
+
+    # ------------------------------------------------------------------ ciphertext in/out
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Ciphertext from the peer (any amount; it is copied)."""
+        if self._eof:
+            raise ValueError("receive_data() after receive_eof()")
+        n = self._in.write(data)
+        # Track TLS record framing so bytes_needed() knows where the current record ends:
+        # one step per record, reading only the two length bytes of each header.
+        left = self._rec_left
+        if n <= left:
+            self._rec_left = left - n
+            return
+        view = data if isinstance(data, bytes) else memoryview(data)
+        if not isinstance(view, bytes) and (view.format != "B" or view.ndim != 1):
+            view = view.cast("B")
+        pos = left
+        hdr = self._hdr
+        if hdr:  # a header split across two pieces (rare)
+            take = min(_HEADER - len(hdr), n - pos)
+            hdr += bytes(view[pos:pos + take])
+            pos += take
+            if len(hdr) < _HEADER:
+                self._hdr = hdr
+                return
+            pos += (hdr[3] << 8) | hdr[4]
+        last = n - _HEADER
+        while pos <= last:
+            pos += _HEADER + ((view[pos + 3] << 8) | view[pos + 4])
+        if pos >= n:
+            self._rec_left = pos - n
+            self._hdr = b""
+        else:
+            self._rec_left = 0
+            self._hdr = bytes(view[pos:n])
+
+    def receive_eof(self) -> None:
+        """The peer's transport ended: after what is buffered, reads see it."""
+        if not self._eof:
+            self._eof = True
+            self._in.write_eof()
+
+    @property
+    def eof_received(self) -> bool:
+        return self._eof
+
+    def bytes_needed(self) -> int:
+        """Ciphertext bytes that complete the TLS record being received (or its header)."""
+        return self._rec_left or (_HEADER - len(self._hdr))
+
+    def incoming_pending(self) -> int:
+        """Ciphertext received and not yet consumed by OpenSSL."""
+        return self._in.pending
+
+    def outgoing_pending(self) -> int:
+        """Ciphertext waiting in :meth:`data_to_send`."""
+        return self._out.pending
+
+    def data_to_send(self, max_bytes: int = -1) -> bytes:
+        """Ciphertext for the peer, in order; ``b""`` when there is none."""
+        return self._out.read(max_bytes) if self._out.pending else b""
+
+    # ------------------------------------------------------------------ TLS operations
+    def do_handshake(self) -> None:
+        """Advance the handshake; ``SSLWantReadError`` means: feed more ciphertext (and
+        send :meth:`data_to_send` first). Returns once it is done (also when called again)."""
+        if self._state is not TlsState.HANDSHAKING:
+            if self._state is TlsState.FAILED and self.error is not None:
+                raise self.error
+            return
+        try:
+            self._sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            raise
+        self._handshake_done = True
+        self._set_state(TlsState.OPEN)
+
+    def read_into(self, buffer: Any, n: int = 0) -> int:
+        """Decrypt up to ``n`` bytes into ``buffer`` (``n`` <= 0 or larger than the buffer:
+        the buffer's size, as ``SSLObject.read``).
+
+        0 means the peer sent close_notify. ``SSLWantReadError``: feed
+        more. ``SSLEOFError``: the transport ended without close_notify (truncation).
+        """
+        try:
+            got = self._sslobj.read(n, buffer)  # n <= 0 or beyond the buffer: its size
+        except ssl.SSLWantReadError:
+            raise
+        except ssl.SSLZeroReturnError:
+            self._close_received()
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            raise
+        if not got and (n > 0 or len(buffer)):
+            self._close_received()
+        return got
+
+    def read(self, n: int = 1024) -> bytes:
+        """As :meth:`read_into`, returning new bytes."""
+        try:
+            data = self._sslobj.read(n)
+        except ssl.SSLWantReadError:
+            raise
+        except ssl.SSLZeroReturnError:
+            self._close_received()
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            raise
+        if not data and n:
+            self._close_received()
+        return data
+
+    def _close_received(self) -> None:
+        if self._state is TlsState.OPEN or self._state is TlsState.HANDSHAKING:
+            self._set_state(TlsState.CLOSE_RECEIVED)
+        elif self._state is TlsState.CLOSE_SENT:
+            self._set_state(TlsState.CLOSED)
+
+    def write(self, data: Any) -> int:
+        """Encrypt all of ``data`` into :meth:`data_to_send`; returns its length.
+
+        During the handshake this raises ``SSLWantReadError`` (as ``SSLObject.write``).
+        """
+        try:
+            return self._sslobj.write(data)
+        except ssl.SSLWantReadError:
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            raise
+
+    def pending(self) -> int:
+        """Plaintext already decrypted and not yet read (``SSLSocket.pending``)."""
+        return self._sslobj.pending()
+
+    def verify_client_post_handshake(self) -> None:
+        """TLS 1.3 post-handshake authentication (server side): the request goes out
+        with the next :meth:`data_to_send`."""
+        self._sslobj.verify_client_post_handshake()
+
+    # ------------------------------------------------------------------ closing
+    def start_close(self) -> bool:
+        """Send our close_notify (once); True when the peer's was already read too."""
+        try:
+            self.unwrap()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def unwrap(self) -> None:
+        """close_notify both ways (``SSLObject.unwrap``): ours is queued at once;
+        ``SSLWantReadError`` until the peer's has been received. Afterwards
+        :meth:`unread_data` holds what followed the peer's close_notify."""
+        if self._state is TlsState.CLOSED:
+            return
+        try:
+            self._sslobj.shutdown()
+        except ssl.SSLWantReadError:
+            if self._state is TlsState.OPEN or self._state is TlsState.HANDSHAKING:
+                self._set_state(TlsState.CLOSE_SENT)
+            raise
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            raise
+        self._set_state(TlsState.CLOSED)
+
+    def unread_data(self) -> bytes:
+        """Ciphertext-side bytes not consumed by TLS: after :meth:`unwrap`, the next
+        protocol's plaintext (STARTTLS's reverse)."""
+        return self._in.read() if self._in.pending else b""
+
+    def __repr__(self) -> str:
+        side = "server" if self.server_side else "client"
+        return f"<TlsEngine {side} {self._state.value}>"
