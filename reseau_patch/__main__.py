@@ -6,14 +6,25 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
-from . import __version__, demo, demo_https
+from . import __version__
+
+_REST_MARKUP = re.compile(r"(?::[a-z]+:)?``?([^`]+)``?")
+
+
+def plain_text(doc: str | None) -> str:
+    """A docstring for ``--help``: reST roles and literals (``x``, :mod:`x`) as plain x."""
+    return _REST_MARKUP.sub(r"\1", doc or "")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; each subcommand sets ``func(args) -> exit status``."""
+    # Imported here, not at the top: ``run`` must not pay for the demos' imports.
+    from . import demo, demo_https
+
     parser = argparse.ArgumentParser(
         prog="python -m reseau_patch",
         description="reseau_patch: a libev/libuv-free networking stack for Python.")
@@ -22,12 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     https_parser = sub.add_parser(
         "demo", help="patch_all(), then stdlib urllib clients against a green HTTPS server",
-        description=demo_https.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain_text(demo_https.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     demo_https.add_arguments(https_parser)
     https_parser.set_defaults(func=demo_https.main)
     demo_parser = sub.add_parser(
         "io-demo", help="echo server + N clients on an io EventLoop, verified by SHA-256",
-        description=demo.__doc__)
+        description=plain_text(demo.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(func=demo.main)
     run_parser = sub.add_parser("run", help="patch_all(), then run a script or -m module",

@@ -9,6 +9,7 @@ urllib3, pytest and the suites it collects) all see the patched modules::
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from typing import Any
@@ -56,11 +57,19 @@ def run(argv: list[str]) -> Any:
     settings, script, module, rest = _parse_run(argv)
     from .patch import patch_all
 
+    if script is not None and not os.path.exists(script):
+        # What python prints for a missing script (one line, status 2), not runpy's trace.
+        path = os.path.abspath(script)
+        print(f"{sys.orig_argv[0]}: can't open file {path!r}: [Errno 2] No such file or "
+              "directory", file=sys.stderr)
+        raise SystemExit(2)
     patch_all(**settings)
     if module is not None:
         sys.argv = [module, *rest]
         return runpy.run_module(module, run_name="__main__", alter_sys=True)
     sys.argv = [script, *rest]
+    # As python does for a script: its folder, not the current directory, is sys.path[0].
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
     return runpy.run_path(script, run_name="__main__")
 
 
@@ -96,6 +105,8 @@ def doctor() -> int:
           + (f" (io backend {ev.backend})" if ev is not None else ""))
     print(f"hub resolver: {type(hub.resolver).__module__}.{type(hub.resolver).__qualname__}")
     print(f"patch_all ran: {is_patched()}")
+    # is_patched() answers from what is installed (for ssl: whether SSLContext.wrap_socket
+    # returns our socket), not from what was asked for.
     for mod in ("socket", "ssl", "select", "selectors", "threading", "time", "queue", "os",
                 "subprocess", "signal"):
         print(f"  {mod:<10} {'patched' if is_patched(mod) else 'original'}")

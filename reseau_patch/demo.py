@@ -203,7 +203,7 @@ def _run(loop: EventLoop, clients: int, nbytes: int, deadline: float) -> int:
         lambda: ServerBootstrap(loop, back_pressure=True).listen(
             ("127.0.0.1", 0), lambda ch: EchoHandler(), lambda ch, err: None))
     host, port = listener.address[:2]
-    print(f"reseau_patch demo: {clients} clients x {nbytes} bytes -> echo server {host}:{port} "
+    print(f"reseau_patch io-demo: {clients} clients x {nbytes} bytes -> echo server {host}:{port} "
           f"(EventLoop backend {loop.backend})")
 
     run = _Run(loop, clients, nbytes)

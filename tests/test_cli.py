@@ -23,3 +23,12 @@ def test_io_demo_verifies_echoes():
                            "--bytes", "64K"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "5/5 clients got a byte-exact echo" in proc.stdout
+    assert "reseau_patch io-demo:" in proc.stdout  # names itself, not "demo"
+
+
+def test_help_shows_no_rest_markup():
+    for args in ([], ["demo"], ["io-demo"]):
+        proc = subprocess.run([sys.executable, "-m", "reseau_patch", *args, "--help"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "``" not in proc.stdout and ":mod:" not in proc.stdout, proc.stdout

@@ -14,6 +14,13 @@ What *triggers* a reap:
 * while pid-0 watchers are active, a short timer as well (children we hold no pidfd for).
 * without pidfd support, a Python-level SIGCHLD handler that wakes the loop (as signal
   watchers do) and a check hook that reaps.
+
+What is reaped: ``waitpid(-1)`` only where that is the contract (pid-0 watchers, or the
+SIGCHLD fallback, default loop only); otherwise each watched pid by itself. So a loop
+never takes the exit status of a child that another loop, or code calling
+``os.waitpid(pid)`` itself, is waiting for. With pidfds, a watcher for one pid works on
+any loop, e.g. that of a real thread that forks (``thread=False``); "any child" watchers
+and the SIGCHLD fallback stay default-loop only, as in libev.
 """
 
 from __future__ import annotations
@@ -144,7 +151,11 @@ class ChildReaper:
 
     # -- reaping
     def reap(self) -> None:
-        """``waitpid(-1, WNOHANG)`` until nothing is left; notify the watchers."""
+        """Collect the exited children this loop may take; notify their watchers."""
+        if not (self._use_signal or self._watchers.get(0)):
+            for pid in list(self._watchers):
+                self._reap_pid(pid)
+            return
         while True:
             try:
                 pid, status = _waitpid(-1, os.WNOHANG)
@@ -154,9 +165,24 @@ class ChildReaper:
                 continue
             if pid <= 0:
                 break
-            self._drop_pidfd(pid)
-            for w in list(self._watchers.get(pid, ())) + list(self._watchers.get(0, ())):
-                w._child_exited(pid, status)
+            self._notify(pid, status)
+
+    def _reap_pid(self, pid: int) -> None:
+        while True:
+            try:
+                rpid, status = _waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return  # not our child, or someone else's waitpid() took it
+            except InterruptedError:
+                continue
+            break
+        if rpid == pid:
+            self._notify(pid, status)
+
+    def _notify(self, pid: int, status: int) -> None:
+        self._drop_pidfd(pid)
+        for w in list(self._watchers.get(pid, ())) + list(self._watchers.get(0, ())):
+            w._child_exited(pid, status)
 
     def after_fork(self) -> None:
         """The parent's children are not ours: forget their pidfds and watchers."""
@@ -173,15 +199,18 @@ class ChildReaper:
 
 
 class ChildWatcher(LoopRefWatcher):
-    """Watches one child (``pid > 0``) or any child (``pid == 0``); default loop only.
+    """Watches one child (``pid > 0``, any loop where pidfds exist) or any child
+    (``pid == 0``, default loop only).
 
     After the child exits, ``rpid``/``rstatus`` hold ``waitpid``'s answer and the callback
     runs; the watcher stays active (libev semantics) until stopped.
     """
 
     def __init__(self, loop: ReseauLoop, pid: int, trace: int = 0, ref: bool = True) -> None:
-        if not loop.default:
-            raise TypeError("child watchers are only available on the default loop")
+        if not loop.default and (pid <= 0 or not _HAVE_PIDFD):
+            raise TypeError("child watchers for any child (pid 0) are only available on "
+                            "the default loop" if _HAVE_PIDFD else
+                            "child watchers are only available on the default loop")
         super().__init__(loop, ref)
         loop.install_sigchld()
         self._pid = pid

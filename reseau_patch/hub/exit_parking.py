@@ -16,6 +16,7 @@ holds no GIL and never returns; the process then ends around it. The exit waits 
 from __future__ import annotations
 
 import atexit
+import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -47,9 +48,13 @@ def track(loop: EventLoop) -> None:
 
 def _park_all() -> None:
     me = _get_ident()
+    # A thread that ended while its hub was suspended inside loop.run() (a real thread's
+    # main greenlet returned) leaves a loop marked running: nobody would ever take the
+    # posted call, and the exit would wait PARK_WAIT for nothing.
+    alive = sys._current_frames().keys()
     acks = []
     for loop in list(_loops):
-        if loop.closed or not loop.running or loop._owner == me:
+        if loop.closed or not loop.running or loop._owner == me or loop._owner not in alive:
             continue
         ack = _allocate_lock()  # raw locks: threading may be patched into greenlets
         ack.acquire()

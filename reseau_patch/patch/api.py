@@ -31,16 +31,19 @@ def patch_socket(dns: bool = True) -> None:
 
     import gevent.socket as gsocket
 
+    from . import netfuncs
     from .green_socket import GreenSocket
-    from .netfuncs import create_connection
 
-    items: dict[str, Any] = {"socket": GreenSocket, "SocketType": GreenSocket,
-                             "create_connection": create_connection}
+    # SocketType stays the C type (_socket.socket), as in the stdlib: GreenSocket is a
+    # subclass of it, so isinstance(s, socket.SocketType) still holds.
+    items: dict[str, Any] = {"socket": GreenSocket,
+                             "create_connection": netfuncs.create_connection}
     if dns:
         for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
-                     "getnameinfo", "getfqdn"):
+                     "getfqdn"):
             if hasattr(gsocket, name):
                 items[name] = getattr(gsocket, name)
+        items["getnameinfo"] = netfuncs.getnameinfo
         # gevent's wrapper re-converts every tuple to enums (µs per call): ours memoizes.
         from ..hub.resolver import getaddrinfo
 
@@ -80,6 +83,31 @@ def patch_ssl() -> None:
     install()
 
 
+#: Modules whose gevent.monkey patches ours replace; gevent having patched one first is
+#: refused (see ``_refuse_gevent_network_patches``).
+_NETWORK_MODULES = ("socket", "ssl", "select", "selectors")
+
+
+def _refuse_gevent_network_patches() -> None:
+    """``gevent.monkey.patch_all()`` (or its patch_socket/ssl/select) already ran.
+
+    Taking over is not clean: modules imported in between hold gevent's classes, gevent's
+    ``SSLContext`` builds gevent's SSL sockets whatever socket it wraps, and our io layer
+    would capture gevent's thread functions as "originals". So refuse, before changing
+    anything, and say what to do instead.
+    """
+    from gevent.monkey import _state as gstate
+
+    patched = [m for m in _NETWORK_MODULES if gstate.saved.get(m)]
+    if patched:
+        raise RuntimeError(
+            f"gevent.monkey already patched {', '.join(patched)}: reseau_patch.patch_all() "
+            "replaces gevent.monkey.patch_all() and cannot take over modules gevent patched. "
+            "Call reseau_patch.patch_all() instead of gevent.monkey.patch_all() (it takes "
+            "the same keywords and delegates the non-network modules to gevent.monkey), or "
+            "run the program with `python -m reseau_patch run`.")
+
+
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
               thread: bool = True, os: bool = True, ssl: bool = True, subprocess: bool = True,
               sys: bool = False, aggressive: bool = True, Event: bool = True,  # noqa: N803
@@ -91,27 +119,42 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
     the loop in use otherwise). Returns True when patching ran, None when these settings
     were already applied, False when a plug-in vetoed it (gevent's ``DoNotPatch``).
     ``aggressive`` is accepted for compatibility; it never removes ``select.epoll``.
+
+    ``RuntimeError`` if gevent.monkey patched socket/ssl/select first (nothing is changed).
+    A call that raised does not count: ``is_patched()`` stays as it was and calling again
+    retries. With ``thread=False``, ``queue`` is left alone: its classes would be
+    gevent's, which real threads cannot share (a worker thread's ``get`` raises
+    ``LoopExit``), and real threads are what ``thread=False`` keeps.
     """
-    import gevent.monkey as monkey
-    from gevent import events
-
-    from ..hub import use_reseau_loop
-
     settings = dict(socket=socket, dns=dns, time=time, select=select, thread=thread, os=os,
                     ssl=ssl, subprocess=subprocess, sys=sys, aggressive=aggressive,
                     Event=Event, builtins=builtins, signal=signal, queue=queue,
                     contextvars=contextvars)
+    if not thread:
+        settings["queue"] = False
     previous = _state["settings"]
     if previous is not None:
         todo = {k: v for k, v in settings.items() if v and not previous.get(k)}
         if not todo:
             return None
         settings = {k: bool(v and (k in todo)) for k, v in settings.items()}
-        _state["settings"] = {k: previous.get(k) or settings[k] for k in settings}
+        merged = {k: previous.get(k) or settings[k] for k in settings}
     else:
-        _state["settings"] = dict(settings)
+        _refuse_gevent_network_patches()
+        merged = dict(settings)
+    result = _patch(settings, Event, kwargs)
+    if result:
+        _state["settings"] = merged
+    return result
 
-    use_reseau_loop(resolver=dns)
+
+def _patch(settings: dict[str, bool], Event: bool, kwargs: dict[str, Any]) -> bool:  # noqa: N803
+    import gevent.monkey as monkey
+    from gevent import events
+
+    from ..hub import use_reseau_loop
+
+    use_reseau_loop(resolver=settings["dns"])
     modules = {k: v for k, v in settings.items() if k != "aggressive"}
     try:
         events.notify_and_call_entry_points(events.GeventWillPatchAllEvent(modules, kwargs))
@@ -121,6 +164,9 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
     # Same order as gevent: os, thread, time, sys, then the network modules.
     if settings["os"]:
         monkey.patch_os()
+        from . import green_os
+
+        green_os.install()
     if settings["thread"]:
         monkey.patch_thread(Event=Event)
     if settings["time"]:
@@ -128,7 +174,7 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
     if settings["sys"]:
         monkey.patch_sys()
     if settings["socket"]:
-        patch_socket(dns=dns)
+        patch_socket(dns=settings["dns"])
     if settings["select"]:
         patch_select()
     if settings["ssl"]:
@@ -143,6 +189,11 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         monkey.patch_builtins()
     if settings["signal"]:
         monkey.patch_signal()
+        from . import green_signal
+
+        green_signal.install()
+        if settings["thread"]:
+            green_signal.install_pthread_kill()
     if settings["queue"]:
         patch_queue()
     if settings["contextvars"]:
@@ -168,12 +219,24 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
 
 
 def is_patched(module: str | None = None, item: str | None = None) -> bool:
-    """Whether ``patch_all`` ran (no arguments), a module, or one item was patched."""
+    """Whether ``patch_all`` ran (no arguments), a module, or one item was patched.
+
+    ``ssl`` counts as patched when ``SSLContext.wrap_socket`` builds our socket class (the
+    TLS patch hooks ``SSLContext.sslsocket_class`` rather than replacing ``ssl`` names).
+    """
+    import sys as _sys
+
     from gevent.monkey import _state as gstate
 
     if module is None:
         return _state["settings"] is not None
     if item is None:
+        if module == "ssl" and "ssl" in _sys.modules:
+            green = _sys.modules.get("reseau_patch.patch.green_socket")
+            cls = getattr(_sys.modules["ssl"].SSLContext, "sslsocket_class", None)
+            if green is not None and isinstance(cls, type) \
+                    and issubclass(cls, green.GreenSocket):
+                return True
         return module in gstate.saved
     return item in gstate.saved.get(module, {})
 

@@ -3,17 +3,28 @@
 It *subclasses* the original ``socket.socket`` (unlike gevent's wrapper), so code that
 captured the original class before patching still sees ``isinstance(s, socket)`` hold,
 and every C method it does not override keeps the stdlib's exact behaviour and errors.
+``socket.SocketType`` stays the C type, as in the stdlib.
 
 Truthful fd readiness (DESIGN.md): a read goes to the kernel first and subscribes to
 readiness only on ``EAGAIN``; bytes stay in the kernel until someone asks, so code that
 polls ``fileno()`` with a poller it captured before patching sees the truth, and an idle
-socket holds no buffer and no loop state. The C socket is always non-blocking; the
-stdlib timeout (``settimeout``/``setblocking``/``getdefaulttimeout``) is emulated here,
-with the stdlib's errors (``TimeoutError("timed out")``, ``BlockingIOError``, and
-``OSError(EBADF)`` for timeout calls on a closed socket, which gevent gets wrong).
+socket holds no buffer and no loop state.
+
+Timeouts and the fd's mode (what ``fcntl``, ``getblocking()`` and ``gettimeout()`` show)
+are the stdlib's: ``SOCK_NONBLOCK`` or ``setblocking(False)`` give timeout 0.0, a timeout
+> 0 sets ``O_NONBLOCK``, and a *blocking* socket (timeout None) has ``O_NONBLOCK`` clear,
+exactly when the stdlib's would. The cooperative part never relies on the fd's mode:
+data calls pass ``MSG_DONTWAIT`` (one non-blocking try per call, whatever the fd's mode)
+and park on ``EAGAIN``; ``connect``/``accept``/``sendfile``, which have no such flag,
+set ``O_NONBLOCK`` for the one system call and restore the mode after. A caller's own
+``MSG_DONTWAIT`` is honoured: one try, ``BlockingIOError`` instead of a wait. Errors are
+the stdlib's (``TimeoutError("timed out")``, ``BlockingIOError``, ``OSError(EBADF)`` for
+``settimeout``/``setblocking`` on a closed or bad fd, the C argument errors).
 
 TLS: ``SSLContext.wrap_socket(sock)`` moves the connection onto a channel with our TLS
-handler (see :mod:`reseau_patch.patch.green_ssl`).
+handler (see :mod:`reseau_patch.patch.green_ssl`). That channel's loop reads the fd
+itself, so an ``ssl.SSLSocket`` subclass keeps ``O_NONBLOCK`` set whatever its timeout
+(``_rp_fd_follows_timeout``).
 
 Threads: waits park on the *calling* thread's loop, so a socket made in one thread works
 in another (connection pools do this). ``close()``/``shutdown()`` from another thread
@@ -24,6 +35,8 @@ from __future__ import annotations
 
 import _socket
 import errno
+import io
+import operator
 import os
 import socket as _stdsocket
 import time
@@ -32,10 +45,21 @@ from typing import Any
 
 from .waiting import READ, WRITE, FdWaits, timed_out
 
-__all__ = ["GreenSocket", "original_socket_class"]
+__all__ = ["GreenSocket", "original_socket_class", "parse_timeout"]
 
-#: The class we subclass, captured before anything is patched.
-original_socket_class: type = _stdsocket.socket
+
+def _stdlib_socket_class() -> type:
+    """The stdlib's ``socket.socket``, even when gevent.monkey replaced it before us."""
+    cls = _stdsocket.socket
+    if isinstance(cls, type) and issubclass(cls, _socket.socket):
+        return cls
+    from gevent.monkey import get_original
+
+    return get_original("socket", "socket")
+
+
+#: The class we subclass: the stdlib's, captured before anything is patched.
+original_socket_class: type = _stdlib_socket_class()
 _C = _socket.socket
 _c_recv = _C.recv
 _c_recv_into = _C.recv_into
@@ -46,24 +70,68 @@ _c_sendto = _C.sendto
 _c_connect_ex = _C.connect_ex
 _c_accept = _C._accept
 _c_setblocking = _C.setblocking
+_c_settimeout = _C.settimeout
 _c_gettimeout = _C.gettimeout
 _c_fileno = _C.fileno
 _c_shutdown = _C.shutdown
 _c_getsockopt = _C.getsockopt
+_DONTWAIT: int = _socket.MSG_DONTWAIT
 _INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
-_SENTINEL = object()
 
 
 def _ebadf() -> OSError:
     return OSError(errno.EBADF, "Bad file descriptor")
 
 
+def parse_timeout(value: Any) -> float | None:
+    """``value`` as the stdlib's ``settimeout`` reads it, with the stdlib's errors.
+
+    The C parser itself does it, on a socket object that has no fd: it stores the value,
+    then fails with EBADF where it would change an fd's mode.
+    """
+    if value is None:
+        return None
+    scratch = _C.__new__(_C)
+    try:
+        _c_settimeout(scratch, value)
+    except OSError:
+        pass
+    return _c_gettimeout(scratch)
+
+
+def _dontwait(flags: Any) -> tuple[int, bool] | None:
+    """``(flags | MSG_DONTWAIT, whether the caller asked for MSG_DONTWAIT)``; None when
+    ``flags`` is no integer (the C method then raises the stdlib's TypeError)."""
+    try:
+        f = operator.index(flags)
+    except TypeError:
+        return None
+    return f | _DONTWAIT, bool(f & _DONTWAIT)
+
+
 class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
-    """``socket.socket`` after ``reseau_patch.patch_all()``."""
+    """``socket.socket`` after ``reseau_patch.patch_all()`` (see the module docstring).
+
+    Invariant: the C object's own timeout is None (fd blocking, when the user's timeout
+    is None and ``_rp_fd_follows_timeout``) or 0.0 (fd non-blocking), never > 0, so no C
+    method ever waits in ``poll()`` and blocks the hub; the user's timeout is
+    ``_rp_timeout``.
+    """
 
     #: Bytes read past a TLS close_notify by ``SSLSocket.unwrap()``: the plaintext that
     #: followed it, served before the kernel's.
     _rp_prefix = b""
+    #: Whether timeout None clears ``O_NONBLOCK`` on the fd, as in the stdlib. False for
+    #: a socket whose fd an event loop reads directly (see ``__init_subclass__``).
+    _rp_fd_follows_timeout = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_rp_fd_follows_timeout" not in cls.__dict__:
+            import ssl
+
+            if issubclass(cls, ssl.SSLSocket):
+                cls._rp_fd_follows_timeout = False  # its channel's loop reads the fd
 
     def _rp_pending(self) -> int:
         return len(self._rp_prefix)
@@ -74,27 +142,26 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002
                  fileno: int | None = None) -> None:
+        # The C init applies the stdlib's rules: SOCK_NONBLOCK -> 0.0, else the default
+        # timeout (setting O_NONBLOCK when it is not None); a given fd keeps its mode.
         super().__init__(family, type, proto, fileno)
-        self._rp_timeout: float | None = _stdsocket.getdefaulttimeout()
         self._rp_waits = FdWaits(self)
-        _c_setblocking(self, False)
+        self._rp_timeout: float | None = _c_gettimeout(self)
+        if self._rp_timeout is not None or not self._rp_fd_follows_timeout:
+            _c_setblocking(self, False)  # C timeout 0.0 (see the class invariant)
 
     # ------------------------------------------------------------------ timeouts
     def _check_open(self) -> None:
         if _c_fileno(self) < 0:
             raise _ebadf()
 
+    def _rp_apply_timeout(self) -> None:
+        # Like the stdlib, the new timeout is kept even when changing the fd fails (EBADF).
+        _c_setblocking(self, self._rp_timeout is None and self._rp_fd_follows_timeout)
+
     def settimeout(self, timeout: float | None) -> None:
-        self._check_open()
-        if timeout is not None:
-            try:
-                timeout = float(timeout)
-            except TypeError:
-                raise TypeError(f"Timeout value must be int, float or None, "
-                                f"got {type(timeout).__name__}") from None
-            if timeout < 0.0:
-                raise ValueError("Timeout value out of range")
-        self._rp_timeout = timeout
+        self._rp_timeout = parse_timeout(timeout)
+        self._rp_apply_timeout()
 
     def gettimeout(self) -> float | None:
         return self._rp_timeout
@@ -104,11 +171,10 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         return self._rp_timeout
 
     def setblocking(self, flag: bool) -> None:
-        self._check_open()
         self._rp_timeout = None if flag else 0.0
+        self._rp_apply_timeout()
 
     def getblocking(self) -> bool:
-        self._check_open()
         return self._rp_timeout != 0.0
 
     # ------------------------------------------------------------------ waiting
@@ -128,6 +194,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         self._rp_waits.wait(fd, events, deadline)
 
     def _io(self, op: Any, events: int, *args: Any) -> Any:
+        """``op(self, *args)`` (its flags include MSG_DONTWAIT) until it does not block."""
         deadline = self._deadline()
         while True:
             try:
@@ -136,11 +203,29 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 pass
             self._wait(events, deadline)
 
+    def _nonblocking_call(self, op: Any, *args: Any) -> Any:
+        """``op(self, *args)`` with ``O_NONBLOCK`` set for the call: for the system calls
+        that take no MSG_DONTWAIT. The fd's mode is restored after."""
+        fd = _c_fileno(self)
+        if fd < 0 or not os.get_blocking(fd):
+            return op(self, *args)
+        os.set_blocking(fd, False)
+        try:
+            return op(self, *args)
+        finally:
+            try:
+                os.set_blocking(fd, True)
+            except OSError:
+                pass  # closed meanwhile by another thread
+
     # ------------------------------------------------------------------ reading
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self._rp_prefix and bufsize > 0 and not flags:
             return self._rp_take_prefix(bufsize)
-        data = self._io(_c_recv, READ, bufsize, flags)
+        dw = _dontwait(flags)
+        if dw is None or dw[1]:
+            return _c_recv(self, bufsize, flags)
+        data = self._io(_c_recv, READ, bufsize, dw[0])
         if not data and bufsize:
             _yield_to_hub()  # a loop polling a closed peer must not starve the others
         return data
@@ -151,53 +236,127 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
             data = self._rp_take_prefix(nbytes or view.nbytes)
             view[:len(data)] = data
             return len(data)
-        n = self._io(_c_recv_into, READ, buffer, nbytes, flags)
+        dw = _dontwait(flags)
+        if dw is None or dw[1]:
+            return _c_recv_into(self, buffer, nbytes, flags)
+        n = self._io(_c_recv_into, READ, buffer, nbytes, dw[0])
         if not n:
             _yield_to_hub()
         return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        return self._io(_c_recvfrom, READ, bufsize, flags)
+        dw = _dontwait(flags)
+        if dw is None or dw[1]:
+            return _c_recvfrom(self, bufsize, flags)
+        return self._io(_c_recvfrom, READ, bufsize, dw[0])
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        return self._io(_c_recvfrom_into, READ, buffer, nbytes, flags)
+        dw = _dontwait(flags)
+        if dw is None or dw[1]:
+            return _c_recvfrom_into(self, buffer, nbytes, flags)
+        return self._io(_c_recvfrom_into, READ, buffer, nbytes, dw[0])
 
     if hasattr(_C, "recvmsg"):
         def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
-            return self._io(_C.recvmsg, READ, bufsize, ancbufsize, flags)
+            dw = _dontwait(flags)
+            if dw is None or dw[1]:
+                return _C.recvmsg(self, bufsize, ancbufsize, flags)
+            return self._io(_C.recvmsg, READ, bufsize, ancbufsize, dw[0])
 
         def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0) -> Any:
-            return self._io(_C.recvmsg_into, READ, buffers, ancbufsize, flags)
+            dw = _dontwait(flags)
+            if dw is None or dw[1]:
+                return _C.recvmsg_into(self, buffers, ancbufsize, flags)
+            return self._io(_C.recvmsg_into, READ, _reusable(buffers), ancbufsize, dw[0])
 
     # ------------------------------------------------------------------ writing
     def send(self, data: Any, flags: int = 0) -> int:
-        return self._io(_c_send, WRITE, data, flags)
+        dw = _dontwait(flags)
+        if dw is None or dw[1]:
+            return _c_send(self, data, flags)
+        return self._io(_c_send, WRITE, data, dw[0])
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        """All of ``data``; the timeout bounds the whole call, as in the stdlib."""
+        """All of ``data``; the timeout bounds the whole call, as in the stdlib. With the
+        caller's MSG_DONTWAIT, what fits now, then ``BlockingIOError``."""
+        dw = _dontwait(flags)
+        if dw is None:
+            return _C.sendall(self, data, flags)  # the stdlib's TypeError
+        f, once = dw
         view = memoryview(data).cast("B")
         deadline = self._deadline()
         total = len(view)
         sent = 0
         while sent < total:
             try:
-                sent += _c_send(self, view[sent:], flags)
+                sent += _c_send(self, view[sent:], f)
                 continue
             except (BlockingIOError, InterruptedError):
-                pass
+                if once:
+                    raise
             self._wait(WRITE, deadline)
+        return None
 
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = _SENTINEL) -> int:
-        if addr is _SENTINEL:
-            return self._io(_c_sendto, WRITE, data, flags_or_addr)
-        return self._io(_c_sendto, WRITE, data, flags_or_addr, addr)
+    def sendto(self, data: Any, *args: Any) -> int:
+        # (data, address) or (data, flags, address); anything else is the C method's error.
+        if len(args) == 2:
+            dw = _dontwait(args[0])
+            if dw is not None and not dw[1]:
+                return self._io(_c_sendto, WRITE, data, dw[0], args[1])
+        elif len(args) == 1:
+            return self._io(_c_sendto, WRITE, data, _DONTWAIT, args[0])
+        return _c_sendto(self, data, *args)
 
     if hasattr(_C, "sendmsg"):
         def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                     address: Any = None) -> int:
-            if address is None:
-                return self._io(_C.sendmsg, WRITE, buffers, ancdata, flags)
-            return self._io(_C.sendmsg, WRITE, buffers, ancdata, flags, address)
+            dw = _dontwait(flags)
+            extra = () if address is None else (address,)
+            if dw is None or dw[1]:
+                return _C.sendmsg(self, buffers, ancdata, flags, *extra)
+            return self._io(_C.sendmsg, WRITE, _reusable(buffers), _reusable(ancdata), dw[0],
+                            *extra)
+
+    def _sendfile_use_sendfile(self, file: Any, offset: int = 0,
+                               count: int | None = None) -> int:
+        """The stdlib's ``os.sendfile`` loop, waiting on the hub instead of in ``poll()``
+        (each wait bounded by the timeout, as in the stdlib)."""
+        self._check_sendfile_params(file, offset, count)
+        giveup = _stdsocket._GiveupOnSendfile
+        try:
+            fileno = file.fileno()
+            fsize = os.fstat(fileno).st_size
+        except (AttributeError, io.UnsupportedOperation, OSError) as err:
+            raise giveup(err) from None  # not a regular file: the send() fallback
+        if not fsize:
+            return 0
+        blocksize = min(count or fsize, 2 ** 30)  # bpo-38319
+        if self._rp_timeout == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        total_sent = 0
+        try:
+            while True:
+                if count:
+                    blocksize = count - total_sent
+                    if blocksize <= 0:
+                        break
+                try:
+                    sent = self._nonblocking_call(_sendfile_op, fileno, offset, blocksize)
+                except BlockingIOError:
+                    self._wait(WRITE, self._deadline())
+                    continue
+                except OSError as err:
+                    if total_sent == 0:
+                        raise giveup(err) from None
+                    raise err from None
+                if sent == 0:
+                    break  # EOF
+                offset += sent
+                total_sent += sent
+            return total_sent
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset)
 
     # ------------------------------------------------------------------ connect/accept
     def _resolve(self, address: Any) -> Any:
@@ -205,6 +364,10 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         if self.family not in (_socket.AF_INET, _socket.AF_INET6) or not isinstance(
                 address, tuple) or len(address) < 2:
             return address
+        try:
+            operator.index(address[1])
+        except TypeError:
+            return address  # the C method raises the stdlib's error before any lookup
         host = address[0]
         if isinstance(host, str) and host:
             try:
@@ -235,7 +398,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         self._check_open()
         address = self._resolve(address)
         deadline = self._deadline()
-        code = _c_connect_ex(self, address)
+        code = self._nonblocking_call(_c_connect_ex, address)
         if code == 0 or code == errno.EISCONN:
             return
         if code not in _INPROGRESS:
@@ -251,7 +414,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 raise OSError(code, os.strerror(code))
 
     def _accept(self) -> tuple[int, Any]:
-        return self._io(_c_accept, READ)
+        return self._io(GreenSocket._nonblocking_call, READ, _c_accept)
 
     # ------------------------------------------------------------------ shutdown/close
     def shutdown(self, how: int) -> None:
@@ -287,9 +450,25 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
     def detach(self) -> int:
         self._before_close()
-        if self._rp_timeout is None and _c_fileno(self) >= 0:
+        if self._rp_timeout is None and not self._rp_fd_follows_timeout \
+                and _c_fileno(self) >= 0:
             _c_setblocking(self, True)  # hand the fd out in the mode the caller expects
         return super().detach()
+
+
+def _reusable(items: Any) -> Any:
+    """An iterable argument as a tuple, so a retry after EAGAIN sees it again (a generator
+    would be used up by the first try); a non-iterable as is, for the C method's error."""
+    if isinstance(items, (list, tuple)):
+        return items
+    try:
+        return tuple(items)
+    except TypeError:
+        return items
+
+
+def _sendfile_op(sock: Any, fileno: int, offset: int, blocksize: int) -> int:
+    return os.sendfile(_c_fileno(sock), fileno, offset, blocksize)
 
 
 def _yield_to_hub() -> None:

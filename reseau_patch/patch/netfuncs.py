@@ -3,19 +3,37 @@
 ``create_connection`` keeps the stdlib's signature, socket options and errors (the last
 attempt's error, or ``ExceptionGroup`` with ``all_errors``) but connects with Happy
 Eyeballs v2 (RFC 8305) on our loop: addresses of both families are raced, 250 ms apart,
-so one black-holed address costs a quarter second instead of the whole timeout.
+so one black-holed address costs a quarter second instead of the whole timeout. Ports are
+read as the stdlib reads them (``"8080"``, service names like ``"http"``; a bad one is a
+``socket.gaierror``). Where the caller replaced ``socket.socket`` (a mock, a subclass of
+its own), the stdlib's algorithm runs with that class, as the stdlib would use it.
+
+``getnameinfo`` checks its arguments in the caller's frame, as the C function does, so a
+bad argument's traceback holds no resolver frame (and no reference to the argument).
 """
 
 from __future__ import annotations
 
 import _socket
+import operator
 import socket as _stdsocket
 from typing import Any
 
-__all__ = ["create_connection"]
+__all__ = ["create_connection", "getnameinfo", "port_number"]
 
 _stdlib_create_connection = _stdsocket.create_connection
 _GLOBAL_DEFAULT_TIMEOUT: Any = _stdsocket._GLOBAL_DEFAULT_TIMEOUT
+
+
+def port_number(port: Any) -> int:
+    """``port`` as ``getaddrinfo`` reads it: an int in 0-65535 as is; a numeric string,
+    service name, None or an out-of-range int through the C library (no DNS involved),
+    with its errors (``gaierror`` "Servname not supported ...")."""
+    if type(port) is int and 0 <= port <= 0xFFFF:
+        return port
+    infos = _socket.getaddrinfo(None, port, _socket.AF_INET, _socket.SOCK_STREAM, 0,
+                                _socket.AI_PASSIVE)
+    return infos[0][4][1]
 
 
 def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
@@ -30,10 +48,13 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
     host, port = address[0], address[1]
     if timeout is _GLOBAL_DEFAULT_TIMEOUT:
         timeout = _stdsocket.getdefaulttimeout()
-    if not isinstance(host, str) or not host or timeout == 0:
-        # Odd inputs keep the stdlib's exact path (and its errors).
+    if not isinstance(host, str) or not host or timeout == 0 \
+            or _stdsocket.socket is not GreenSocket:
+        # Odd inputs, or a socket class the caller installed: the stdlib's exact path
+        # (it looks ``socket`` up at call time; its getaddrinfo is the patched one).
         return _stdlib_create_connection(address, timeout, source_address,
                                          all_errors=all_errors)
+    port = port_number(port)
     loop = current_io_loop()
     # The stdlib sets no socket options: neither do we (no TCP_NODELAY, no SO_REUSEADDR).
     opts = SocketOptions(connect_timeout=timeout or None, nodelay=False, reuseaddr=False,
@@ -62,3 +83,14 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
     green = GreenSocket(family, _socket.SOCK_STREAM, 0, fileno=fd)
     green.settimeout(timeout)
     return green
+
+
+def getnameinfo(sockaddr: Any, flags: Any) -> tuple[str, str]:
+    """``socket.getnameinfo`` on the hub's resolver, argument errors as the C function's."""
+    from gevent.socket import getnameinfo as green_getnameinfo
+
+    if not isinstance(sockaddr, tuple):
+        del sockaddr  # the traceback keeps this frame: it must not keep the argument
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
+    operator.index(flags)  # TypeError "... cannot be interpreted as an integer"
+    return green_getnameinfo(sockaddr, flags)

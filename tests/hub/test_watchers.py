@@ -382,11 +382,11 @@ def test_signal_watcher_wakes_blocked_poll() -> None:
 def test_child_watchers_pid_and_any(_hub) -> None:
     import gevent
 
-    loop = _hub.loop  # child watchers need the default loop
+    loop = _hub.loop  # "any child" watchers need the default loop
     other = ReseauLoop(default=False)
     try:
         with pytest.raises(TypeError):
-            other.child(1)
+            other.child(0)
     finally:
         other.destroy()
     pid = os.fork()

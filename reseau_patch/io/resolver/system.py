@@ -2,15 +2,20 @@
 
 Answers (and results of other blocking calls run through :meth:`SystemResolver.call`) hop
 back to the requesting loop through its thread-safe queue (``EventLoop.post``).
+
+The pool's threads, lock and job queue are the C originals captured at import (``_thread``,
+``_queue``): after ``patch_all()`` the names in ``threading``/``queue`` are greenlet-based,
+and a "thread" that is a greenlet would run the blocking ``getaddrinfo`` on the hub.
 """
 
 from __future__ import annotations
 
+import _queue
 import _socket
+import _thread
 import ipaddress
 import os
-import queue
-import threading
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +24,28 @@ from .base import AF_INET, AF_INET6, BaseResolver, DNSError, HostAddress, Lookup
 
 __all__ = ["SystemResolver", "WorkerPool"]
 
+_start_new_thread = _thread.start_new_thread
+_allocate_lock = _thread.allocate_lock
+_SimpleQueue = _queue.SimpleQueue
+_Empty = _queue.Empty
+
 
 class WorkerPool:
-    """At most ``max_workers`` threads running blocking calls; a thread idle for
-    ``idle_timeout`` seconds exits, so a quiet process keeps no resolver threads.
+    """At most ``max_workers`` threads running blocking calls, FIFO.
 
-    Jobs run in submission order (FIFO). After ``fork()`` the child starts with no
-    threads: the pool notices the new pid on the next ``submit``.
+    A thread idle for ``idle_timeout`` seconds exits, so a quiet process keeps no resolver
+    threads: the default is short (50 ms) because code that waits for its threads to go
+    away (CPython's test support does, after every test) would otherwise wait on ours.
+    The threads are plain ``_thread`` threads, not ``threading.Thread`` objects: they are
+    not in ``threading.enumerate()`` and nobody joins them; ``close()`` waits for them.
+
+    Accounting: ``_waiting`` counts the threads blocked in ``get`` right now; ``submit``
+    starts a thread when the queued jobs outnumber them. A job is never queued with no
+    thread to run it. After ``fork()`` the child starts with no threads: the pool notices
+    the new pid on the next ``submit``.
     """
 
-    def __init__(self, max_workers: int = 4, idle_timeout: float = 1.0,
+    def __init__(self, max_workers: int = 4, idle_timeout: float = 0.05,
                  name: str = "reseau-resolver") -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
@@ -40,10 +57,18 @@ class WorkerPool:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        self._jobs: Any = _SimpleQueue()
+        self._lock = _allocate_lock()
+        # One held lock per live thread: it leaves the list (under _lock) when it decides to
+        # exit, and is released as it exits (what close() waits on).
+        self._exits: list[Any] = []
+        self._waiting = 0
+
+    @property
+    def threads(self) -> int:
+        """Live worker threads."""
+        with self._lock:
+            return len(self._exits)
 
     def submit(self, job: Callable[[], None]) -> None:
         if self._pid != os.getpid():
@@ -52,43 +77,62 @@ class WorkerPool:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
             self._jobs.put(job)
-            if self._idle:
-                self._idle -= 1  # a waiting worker takes it
-            elif len(self._threads) < self.max_workers:
-                t = threading.Thread(target=self._work, daemon=True,
-                                     name=f"{self.name}-{len(self._threads)}")
-                self._threads.add(t)
-                t.start()
+            if self._jobs.qsize() > self._waiting and len(self._exits) < self.max_workers:
+                exit_lock = _allocate_lock()
+                exit_lock.acquire()
+                self._exits.append(exit_lock)
+                self._waiting += 1  # counted from now: it is about to wait
+                try:
+                    _start_new_thread(self._work, (exit_lock,))
+                except BaseException:
+                    self._waiting -= 1
+                    self._leave(exit_lock)
+                    exit_lock.release()
+                    raise
 
-    def _work(self) -> None:
-        me = threading.current_thread()
-        while True:
-            try:
-                job = self._jobs.get(timeout=self.idle_timeout)
-            except queue.Empty:
+    def _leave(self, exit_lock: Any) -> None:
+        if exit_lock in self._exits:
+            self._exits.remove(exit_lock)
+
+    def _work(self, exit_lock: Any) -> None:
+        jobs = self._jobs
+        try:
+            while True:
+                try:
+                    job = jobs.get(timeout=self.idle_timeout)
+                except _Empty:
+                    with self._lock:
+                        if jobs.empty():
+                            self._waiting -= 1
+                            self._leave(exit_lock)
+                            return
+                    continue  # a job arrived as the wait ended: still counted as waiting
                 with self._lock:
-                    if self._jobs.empty():
-                        self._threads.discard(me)
-                        self._idle = max(0, self._idle - 1)
+                    self._waiting -= 1
+                    if job is None:
+                        self._leave(exit_lock)
                         return
-                continue
-            if job is None:
+                try:
+                    job()
+                except BaseException:  # noqa: BLE001 - a worker outlives a bad job
+                    sys.excepthook(*sys.exc_info())
                 with self._lock:
-                    self._threads.discard(me)
-                return
-            job()
+                    self._waiting += 1
+        finally:
             with self._lock:
-                self._idle += 1
+                self._leave(exit_lock)
+            exit_lock.release()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish queued jobs, then stop every thread."""
+        """Finish queued jobs, then stop every thread (waits up to ``timeout`` for each)."""
         with self._lock:
             self._closed = True
-            threads = list(self._threads)
-            for _ in threads:
+            exits = list(self._exits)
+            for _ in exits:
                 self._jobs.put(None)
-        for t in threads:
-            t.join(timeout)
+        for lk in exits:
+            if lk.acquire(True, timeout):
+                lk.release()
 
 
 class SystemResolver(BaseResolver):
@@ -99,9 +143,9 @@ class SystemResolver(BaseResolver):
     is ``EAI_NONAME``. ``lookups`` counts the ``getaddrinfo`` calls made.
     """
 
-    def __init__(self, max_workers: int = 4, *, idle_timeout: float = 1.0) -> None:
+    def __init__(self, max_workers: int = 4, *, idle_timeout: float = 0.05) -> None:
         self._pool = WorkerPool(max_workers, idle_timeout)
-        self._count_lock = threading.Lock()
+        self._count_lock = _allocate_lock()
         self.lookups = 0
 
     def _lookup(self, reply: Reply, host: str, family: int) -> None:

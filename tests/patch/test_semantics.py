@@ -1,0 +1,46 @@
+"""Patched sockets keep the stdlib's semantics, in both reseau modes (issue 11).
+
+Each case is a function in ``scenarios/socket_semantics.py`` or ``signals_and_fork.py``,
+run in a fresh interpreter under ``python -m reseau_patch run``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import NO_THREAD
+
+MODES = [pytest.param((), id="default"), pytest.param(NO_THREAD, id="nothread")]
+
+SOCKET_CASES = [
+    "socket_type_is_the_c_type",
+    "timeouts_and_fd_mode_follow_the_stdlib",
+    "bad_timeouts_and_bad_fds_raise_like_the_stdlib",
+    "sendto_argument_errors_are_the_c_ones",
+    "msg_dontwait_never_waits",
+    "blocking_fd_calls_still_cooperate",
+    "getnameinfo_keeps_no_reference",
+    "create_connection_uses_a_replaced_socket_class",
+    "string_ports_and_service_names",
+    "resolver_threads_are_real_threads",
+    "iterable_arguments_survive_a_wait",
+]
+
+
+@pytest.mark.parametrize("flags", MODES)
+@pytest.mark.parametrize("case", SOCKET_CASES)
+def test_socket_semantics(run_scenario, case: str, flags: tuple[str, ...]) -> None:
+    run_scenario("socket_semantics", case, *flags)
+
+
+@pytest.mark.parametrize("flags", MODES)
+def test_signal_handler_exception_reaches_the_blocked_call(run_scenario, flags) -> None:
+    run_scenario("signals_and_fork", "handler_exception_reaches_the_blocked_sendall", *flags)
+
+
+def test_pthread_kill_with_a_green_thread_ident(run_scenario) -> None:
+    run_scenario("signals_and_fork", "pthread_kill_with_a_green_thread_ident")
+
+
+def test_fork_in_a_real_thread_then_waitpid_elsewhere(run_scenario) -> None:
+    run_scenario("signals_and_fork", "fork_in_a_real_thread_then_waitpid_in_main", *NO_THREAD)
