@@ -352,8 +352,10 @@ class EventLoop:
     def _check_thread(self, what: str) -> None:
         if _get_ident() != self._owner:
             raise LoopThreadError(
-                f"{what} is loop-only: called from thread {_get_ident()}, but this EventLoop "
-                f"belongs to thread {self._owner}; use loop.post() from other threads")
+                f"{what} must run on the thread that runs this EventLoop (thread "
+                f"{self._owner}), not thread {_get_ident()}. With the sockets API, use a socket "
+                "from the thread that created it; io-level code can hand the call over with "
+                "loop.post(fn, ...)")
 
     def is_loop_thread(self) -> bool:
         """True when the caller may use loop-only operations."""

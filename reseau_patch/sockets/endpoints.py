@@ -94,6 +94,10 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
             tls_timeout: float | None = DEFAULT_TLS_TIMEOUT) -> TCPSocket:
     """Open a stream connection; ``timeout`` bounds the whole connect, DNS included.
 
+    ``timeout`` bounds the connect only (DNS, the Happy Eyeballs attempts and, with TLS, the
+    handshake). It is not a deadline on the returned socket: set one with
+    ``TCPSocket.settimeout()``, or reads wait until data, EOF or an error.
+
     TLS keywords are described in :mod:`.tls`: with TLS on, ``connect`` returns once the
     handshake completed (``timeout`` covers it too) and raises the ``ssl`` error if it
     failed. The server name defaults to the host. With TLS 1.3 a server's refusal of our
