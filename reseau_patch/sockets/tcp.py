@@ -33,6 +33,20 @@ Contract:
   remainder is ever queued (non-blocking writes and writes from the hub keep the
   :data:`WRITE_HIGH_WATER` rule instead). ``tlsupgrade`` leaves direct mode for good: the buffered
   bytes go to the TLS handler and the socket handler reads again.
+* **Direct TLS mode.** When the channel is exactly ``[SocketHandler, TlsHandler, self]``,
+  the first call after a successful handshake (``connect``/``accept``/``tlsupgrade``)
+  takes the engine over (``TlsHandler.begin_direct``: plaintext the handler still held is
+  buffered first) and pauses the socket handler. A read takes what the engine already
+  decrypted, else reads the kernel in 64–256 KiB pieces into the engine, decrypting
+  straight into the caller's buffer (``readinto`` with nothing buffered) or into the
+  receive buffer (at most what the read asked for plus one 16 KiB record); it parks on
+  the fd's readiness only on EAGAIN. A write encrypts (256 KiB per engine call) and sends
+  what the kernel takes; the rest is queued through the TLS handler and the next write
+  waits for it, as in plain direct mode. The handler keeps writing close_notify:
+  ``closewrite`` first drains the engine's plaintext into the buffer (OpenSSL's shutdown
+  would discard records it reads). Peer close_notify is EOF; EOF without it is
+  ``ssl.SSLEOFError``; a reset is ``ConnectionResetError``, each after the data. Any other
+  chain (a handler between) stays on the channel path. :attr:`mode` tells which path runs.
 * **One reader and one writer** at a time; a second concurrent one gets gevent's
   ``ConcurrentObjectUseError``.
 * **Deadlines.** ``settimeout(t)``: each blocking call raises ``TimeoutError`` after ``t``
@@ -871,6 +885,15 @@ class TCPSocket(ChannelHandler):
     @property
     def closed(self) -> bool:
         return self._state is not _State.CONNECTED
+
+    @property
+    def mode(self) -> str:
+        """How reads and writes reach the kernel: ``"direct"`` (plain, the fd itself),
+        ``"tls-direct"`` (this socket drives the TLS engine and the fd) or ``"channel"``
+        (every byte through the channel's handlers)."""
+        if self._direct:
+            return "direct"
+        return "tls-direct" if self._eng is not None else "channel"
 
     @property
     def isopen(self) -> bool:
