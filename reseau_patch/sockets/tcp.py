@@ -469,6 +469,8 @@ class TCPSocket(ChannelHandler):
                     pass
                 self._recv_failed(exc)
                 raise
+            if n > 0 and n < len(view) and eng.incoming_pending():
+                n = self._tls_more(view, n)  # several records per call
             if eng.outgoing_pending():
                 self._tls_out()  # reading may answer the peer (TLS 1.3 KeyUpdate)
             if n >= 0:
@@ -485,6 +487,28 @@ class TCPSocket(ChannelHandler):
             self._park_readable(deadline)
             if not self._tls_alive():
                 return None
+
+    def _tls_more(self, view: memoryview, got: int) -> int:
+        """After ``got`` bytes: decrypt the further records the engine already holds into
+        the rest of ``view``. An end or error met here is recorded for the next read."""
+        eng = self._eng
+        size = len(view)
+        while got < size:
+            try:
+                n = eng.read_into(view[got:], size - got)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                n = 0
+            except (ssl.SSLError, OSError) as exc:
+                self._recv_failed(exc)  # raised by the next read, after these bytes
+                break
+            if not n:
+                self._eof = True
+                self._tlsh.peer_closed = True
+                break
+            got += n
+        return got
 
     def _tls_alive(self) -> bool:
         return (self._state is _State.CONNECTED and not self._eof and self._read_error is None

@@ -248,3 +248,43 @@ def test_an_idle_parked_reader_keeps_no_exception_alive(run, certs, kind):
             s.close()
     run(body)
 
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "bare-close"])
+def test_records_and_the_end_arriving_together_fill_one_big_readinto(run, certs, ending):
+    """One readinto decrypts several records the engine holds; an end met behind them
+    comes with the next call (EOF, or SSLEOFError for a stream cut without close_notify)."""
+    data = os.urandom(100_000)  # seven records
+
+    def body():
+        c, s = _pair(certs)
+        try:
+            _go_direct(c)
+            s.write(data)
+            if ending == "close_notify":
+                s.closewrite()
+            s.flush()
+            if ending == "bare-close":
+                s.channel.first.handler.socket.close()
+            gevent.sleep(0.05)  # let it all reach our kernel: one recv takes it
+            buf = bytearray(1 << 20)
+            got = bytearray()
+            reads = 0
+
+            def drain() -> None:
+                nonlocal reads
+                while n := c.readinto(buf):
+                    got.extend(buf[:n])
+                    reads += 1
+
+            if ending == "close_notify":
+                drain()
+            else:
+                with pytest.raises(ssl.SSLEOFError):
+                    drain()
+            assert got == data
+            assert reads < 7  # records were batched
+        finally:
+            c.close()
+            s.close()
+    run(body)
