@@ -38,11 +38,12 @@ Contract:
   takes the engine over (``TlsHandler.begin_direct``: plaintext the handler still held is
   buffered first) and pauses the socket handler. A read takes what the engine already
   decrypted, else reads the kernel in 64–256 KiB pieces into the engine, decrypting
-  straight into the caller's buffer (``readinto`` with nothing buffered) or into the
-  receive buffer (at most what the read asked for plus one 16 KiB record); it parks on
-  the fd's readiness only on EAGAIN. A write encrypts (256 KiB per engine call) and sends
-  what the kernel takes; the rest is queued through the TLS handler and the next write
-  waits for it, as in plain direct mode. The handler keeps writing close_notify:
+  straight into the caller's buffer (``readinto`` with nothing buffered; every whole
+  record the engine holds, not one per call) or into the receive buffer (up to what the
+  read asked for, at least 16 KiB); it parks on the fd's readiness only on EAGAIN. A
+  write encrypts (256 KiB per engine call) and sends what the kernel takes; the rest is
+  queued through the TLS handler and the next write waits for it, as in plain direct
+  mode. The handler keeps writing close_notify:
   ``closewrite`` first drains the engine's plaintext into the buffer (OpenSSL's shutdown
   would discard records it reads). Peer close_notify is EOF; EOF without it is
   ``ssl.SSLEOFError``; a reset is ``ConnectionResetError``, each after the data. Any other
