@@ -131,6 +131,8 @@ class TlsHandler(ChannelHandler):
         self._head_off = 0  # bytes of the backlog's first message already handed right
         self._end_eof = False
         self._end_error: BaseException | None = None
+        #: Set by :meth:`begin_direct`: the application handler reads the engine itself.
+        self._direct = False
 
     # ================================================================ results
     @property
@@ -334,7 +336,7 @@ class TlsHandler(ChannelHandler):
     def _decrypt(self) -> None:
         """Move every byte the engine can decrypt into the backlog (see the module
         docstring: the engine is left without plaintext or whole records)."""
-        if self._end_eof or self._end_error is not None:
+        if self._end_eof or self._end_error is not None or self._direct:
             return
         eng = self.engine
         pool = self.slot.channel.pool
@@ -376,6 +378,8 @@ class TlsHandler(ChannelHandler):
     def _deliver(self, past_window: bool = False) -> None:
         """Hand the backlog right, as far as the application's window goes (all of it
         with ``past_window``), then the end of the stream if it came, then regrant."""
+        if self._direct:
+            return
         slot = self.slot
         backlog = self._backlog
         while backlog and not self._read_closed:
@@ -416,7 +420,7 @@ class TlsHandler(ChannelHandler):
     def _regrant(self) -> None:
         """Keep this slot's ciphertext credit at what the application's window needs."""
         slot = self.slot
-        if slot is None or self._read_closed or not slot.channel.back_pressure:
+        if slot is None or self._read_closed or self._direct or not slot.channel.back_pressure:
             return
         down = slot.downstream_read_window()
         want = max(_CIPHERTEXT_FLOOR,
@@ -425,6 +429,50 @@ class TlsHandler(ChannelHandler):
                 + self._backlog_bytes)
         if want > have:
             slot.increment_read_window(want - have)
+
+    # ================================================================ direct mode
+    @property
+    def direct(self) -> bool:
+        """Whether the application handler drives the engine itself (:meth:`begin_direct`)."""
+        return self._direct
+
+    def begin_direct(self) -> bytes | None:
+        """Hand reading to the application handler right of this one (``TCPSocket``'s
+        direct TLS mode), for good; None when that cannot be done now (not negotiated,
+        the stream already ended or failed, writes still queued here).
+
+        Returns the plaintext this handler decrypted and did not hand right yet: it comes
+        before anything the caller decrypts. From then on the caller (loop thread only)
+        feeds the engine with the kernel's ciphertext, reads its plaintext, and sends its
+        ciphertext itself (the rest via :meth:`send_ciphertext`); this handler still
+        writes close_notify on ``process_write_eof``/shutdown, but no longer decrypts:
+        the caller drains the engine's plaintext before it sends a write EOF (else
+        ``SSL_shutdown`` would discard records it reads).
+        """
+        if (self._direct or self.state is not TlsState.NEGOTIATED or self.error is not None
+                or self._read_closed or self._end_eof or self._end_error is not None
+                or self._pending_writes or self._write_eof_pending or self._close_notify_sent
+                or self.slot is None):
+            return None
+        self._decrypt()  # whole records the engine holds: hand them over as plaintext
+        if self._end_eof or self._end_error is not None:
+            return None  # the stream ended in there: the channel path reports it
+        parts = []
+        off = self._head_off
+        for msg in self._backlog:
+            parts.append(bytes(msg.data()[off:]))
+            off = 0
+        self._drop_backlog()
+        self._direct = True
+        return b"".join(parts)
+
+    def send_ciphertext(self, data: bytes,
+                        on_completion: Callable[[BaseException | None], None] | None) -> None:
+        """Direct mode: queue ciphertext the caller encrypted (behind every queued write,
+        so order is kept); ``on_completion`` runs once it reached the kernel."""
+        msg = IoMessage.owning(data)
+        msg.on_completion = on_completion
+        self.slot.send_message(msg, Direction.WRITE)
 
     # ================================================================ writing
     def process_write(self, slot: ChannelSlot, msg: IoMessage) -> None:

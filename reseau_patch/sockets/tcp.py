@@ -33,6 +33,21 @@ Contract:
   remainder is ever queued (non-blocking writes and writes from the hub keep the
   :data:`WRITE_HIGH_WATER` rule instead). ``tlsupgrade`` leaves direct mode for good: the buffered
   bytes go to the TLS handler and the socket handler reads again.
+* **Direct TLS mode.** When the channel is exactly ``[SocketHandler, TlsHandler, self]``,
+  the first call after a successful handshake (``connect``/``accept``/``tlsupgrade``)
+  takes the engine over (``TlsHandler.begin_direct``: plaintext the handler still held is
+  buffered first) and pauses the socket handler. A read takes what the engine already
+  decrypted, else reads the kernel in 64–256 KiB pieces into the engine, decrypting
+  straight into the caller's buffer (``readinto`` with nothing buffered; every whole
+  record the engine holds, not one per call) or into the receive buffer (up to what the
+  read asked for, at least 16 KiB); it parks on the fd's readiness only on EAGAIN. A
+  write encrypts (256 KiB per engine call) and sends what the kernel takes; the rest is
+  queued through the TLS handler and the next write waits for it, as in plain direct
+  mode. The handler keeps writing close_notify:
+  ``closewrite`` first drains the engine's plaintext into the buffer (OpenSSL's shutdown
+  would discard records it reads). Peer close_notify is EOF; EOF without it is
+  ``ssl.SSLEOFError``; a reset is ``ConnectionResetError``, each after the data. Any other
+  chain (a handler between) stays on the channel path. :attr:`mode` tells which path runs.
 * **One reader and one writer** at a time; a second concurrent one gets gevent's
   ``ConcurrentObjectUseError``.
 * **Deadlines.** ``settimeout(t)``: each blocking call raises ``TimeoutError`` after ``t``
@@ -48,6 +63,7 @@ import _socket
 import enum
 import errno
 import functools
+import ssl
 import time
 from typing import Any
 
@@ -56,7 +72,8 @@ from ..io.event_loop import EventLoop
 from ..io.message import MAX_FRAGMENT, IoMessage
 from ..io.socket import Socket, os_error
 from ..io.socket_handler import SocketHandler
-from ..io.tls import TlsHandler
+from ..io.tls import TlsHandler, TlsState
+from ..io.tls_engine import TlsEngine
 from .addresses import IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker, in_hub
 
@@ -68,6 +85,7 @@ CLOSE_FLUSH_DEFAULT = 30.0
 _C = _socket.socket  # unbound C methods, as io/socket.py uses them
 _DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct mode
 _QUEUE_CHUNK = 256 * 1024  # largest write message sent into the channel
+_TLS_RECV_MIN = 64 * 1024  # smallest kernel read in direct TLS mode (several records)
 
 
 class _State(enum.Enum):
@@ -122,6 +140,11 @@ class TCPSocket(ChannelHandler):
         self._dsh: SocketHandler | None = None
         self._dsock: Socket | None = None
         self._draw: _socket.socket | None = None
+        # Direct TLS mode: the chain is [SocketHandler, TlsHandler, self] (_tls_try: enter
+        # at the next call once negotiated), then the TLS handler and the engine we drive.
+        self._tls_try = False
+        self._tlsh: TlsHandler | None = None
+        self._eng: TlsEngine | None = None
 
     # ================================================================ handler half
     def attach(self, channel: Channel) -> TCPSocket:
@@ -200,8 +223,8 @@ class TCPSocket(ChannelHandler):
     def _available(self) -> int:
         return self._end - self._pos
 
-    def _append(self, data: bytes | bytearray | memoryview) -> None:
-        n = len(data)
+    def _room(self, n: int) -> None:
+        """Make ``_buf[_end:_end + n]`` writable (no view of the buffer may be alive)."""
         end = self._end
         buf = self._buf
         if end + n > len(buf):
@@ -209,10 +232,16 @@ class TCPSocket(ChannelHandler):
             if pos:  # move what is held to the front (same-size slice: a memmove)
                 held = end - pos
                 buf[:held] = buf[pos:end]
-                self._pos, end = 0, held
+                self._pos, self._end = 0, held
+                end = held
             if end + n > len(buf):
                 buf.extend(bytes(max(end + n - len(buf), len(buf))))
-        buf[end:end + n] = data
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        self._room(n)
+        end = self._end
+        self._buf[end:end + n] = data
         self._end = end + n
 
     def _wait_more(self, deadline: float | None) -> bool:
@@ -233,6 +262,10 @@ class TCPSocket(ChannelHandler):
             return False
         if self._direct:
             return self._fill_direct(deadline)
+        if self._tls_try:
+            self._try_tls_direct()
+        if self._eng is not None:
+            return self._fill_tls(deadline)
         need = self._need
         self._grant_for(self._available() + self.read_buffer_capacity if need < 0 else need)
         self._park(self._reader, deadline)
@@ -270,7 +303,8 @@ class TCPSocket(ChannelHandler):
         window never lets in); credit granted once is used up before more is granted, so
         the buffer shrinks back to the capacity after such a read."""
         slot = self.slot
-        if not self.back_pressure or self._direct or slot is None or self._shut_down:
+        if (not self.back_pressure or self._direct or self._eng is not None or slot is None
+                or self._shut_down):
             return
         credit = self._available() + slot.window + slot.pending_increment
         short = max(self.read_buffer_capacity, need) - credit
@@ -283,6 +317,9 @@ class TCPSocket(ChannelHandler):
         slot = self.slot
         left = slot.left if slot is not None else None
         sh = left.handler if left is not None else None
+        if isinstance(sh, TlsHandler) and slot.right is None:
+            self._tls_try = True  # _try_tls_direct checks the rest once negotiated
+            return
         if (self._direct or left is None or slot.right is not None or left.left is not None
                 or not isinstance(sh, SocketHandler)):
             return
@@ -334,7 +371,7 @@ class TCPSocket(ChannelHandler):
             else:
                 self._park(self._reader, deadline)
         except BaseException:
-            if self._direct:
+            if self._direct or self._eng is not None:
                 sock.unsubscribe_readable()
             raise
 
@@ -355,14 +392,17 @@ class TCPSocket(ChannelHandler):
         try:
             data = _C.recv(self._draw, size)
         except (BlockingIOError, InterruptedError):
-            if block:
-                self._park_readable(deadline)
-            return True
+            data = None
         except OSError as exc:
             self._recv_failed(exc)
             if avail:
                 return False
             raise
+        if data is None:
+            # Parked outside the except block: an idle reader keeps no exception alive.
+            if block:
+                self._park_readable(deadline)
+            return True
         if not data:
             self._got_eof()
             return False
@@ -371,6 +411,225 @@ class TCPSocket(ChannelHandler):
         if held > self.max_buffered:
             self.max_buffered = held
         return True
+
+    # ---------------------------------------------------------------- direct TLS mode
+    def _try_tls_direct(self) -> None:
+        """Enter direct TLS mode if the chain is ``[SocketHandler, TlsHandler, self]`` and
+        the handshake succeeded; while it runs, try again at the next call."""
+        slot = self.slot
+        left = slot.left if slot is not None else None
+        tls = left.handler if left is not None else None
+        if (not isinstance(tls, TlsHandler) or slot.right is not None
+                or self._state is not _State.CONNECTED or self._shut_down):
+            self._tls_try = False
+            return
+        if tls.state is TlsState.IDLE or tls.state is TlsState.HANDSHAKING:
+            return  # the channel carries the handshake
+        self._tls_try = False
+        first = left.left
+        sh = first.handler if first is not None else None
+        if (not isinstance(sh, SocketHandler) or first.left is not None or sh.shutting_down
+                or sh.eof or sh.socket.closed or self._eof or self._read_error is not None):
+            return
+        plain = tls.begin_direct()
+        if plain is None:
+            return  # the stream ended or failed in the handler: the channel reports it
+        sh.pause_reading()
+        if plain:
+            self._append(plain)
+            self.max_buffered = max(self.max_buffered, self._available())
+        self._dsh, self._dsock, self._draw = sh, sh.socket, sh.socket.raw
+        self._tlsh, self._eng = tls, tls.engine
+
+    def _tls_ready(self) -> bool:
+        """Whether a direct TLS read into the caller's buffer may run now."""
+        return (self._eng is not None and self._pos == self._end
+                and self._state is _State.CONNECTED and not self._eof
+                and self._read_error is None and not self._shut_down
+                and not self._dsh.shutting_down and not self._dsock.closed)
+
+    def _tls_pull(self, view: memoryview, deadline: float | None, block: bool = True,
+                  recv: bool = True) -> int | None:
+        """Decrypt into ``view``: what the engine holds first, else one large kernel read
+        into the engine (``recv``), parking on EAGAIN (``block``). Returns the bytes
+        decrypted, 0 after the peer's close_notify, -1 when it would wait, None when the
+        connection changed while parked (the caller re-checks). Errors are recorded
+        (sticky, channel shut down) and raised."""
+        eng = self._eng
+        while True:
+            try:
+                n = eng.read_into(view, len(view))
+            except ssl.SSLWantReadError:
+                n = -1
+            except ssl.SSLZeroReturnError:
+                n = 0
+            except (ssl.SSLError, OSError) as exc:  # SSLEOFError (truncation), bad record
+                try:
+                    self._tls_out()  # our alert, if OpenSSL wrote one
+                except OSError:
+                    pass
+                self._recv_failed(exc)
+                raise
+            if n > 0 and n < len(view) and eng.incoming_pending():
+                n = self._tls_more(view, n)  # several records per call
+            if eng.outgoing_pending():
+                self._tls_out()  # reading may answer the peer (TLS 1.3 KeyUpdate)
+            if n >= 0:
+                if n == 0:
+                    self._eof = True
+                    self._tlsh.peer_closed = True
+                return n
+            if recv and self._tls_recv(len(view)):
+                continue
+            if not (block and recv):
+                return -1
+            if deadline is None and self._timeout is not None:
+                deadline = time.monotonic() + self._timeout
+            self._park_readable(deadline)
+            if not self._tls_alive():
+                return None
+
+    def _tls_more(self, view: memoryview, got: int) -> int:
+        """After ``got`` bytes: decrypt the further records the engine already holds into
+        the rest of ``view``. An end or error met here is recorded for the next read."""
+        eng = self._eng
+        size = len(view)
+        while got < size:
+            try:
+                n = eng.read_into(view[got:], size - got)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                n = 0
+            except (ssl.SSLError, OSError) as exc:
+                self._recv_failed(exc)  # raised by the next read, after these bytes
+                break
+            if not n:
+                self._eof = True
+                self._tlsh.peer_closed = True
+                break
+            got += n
+        return got
+
+    def _tls_alive(self) -> bool:
+        return (self._state is _State.CONNECTED and not self._eof and self._read_error is None
+                and not self._shut_down and not self._dsh.shutting_down
+                and not self._dsock.closed)
+
+    def _tls_recv(self, want: int) -> bool:
+        """One kernel read (several records) into the engine; False on EAGAIN."""
+        try:
+            data = _C.recv(self._draw, min(max(want, _TLS_RECV_MIN), _DIRECT_RECV_MAX))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:  # a reset: the engine already gave every whole record
+            self._recv_failed(exc)
+            raise
+        if data:
+            self._eng.receive_data(data)
+        else:
+            self._eng.receive_eof()  # close_notify or SSLEOFError comes from the engine
+            self._dsh.eof = True
+        return True
+
+    def _fill_tls(self, deadline: float | None, block: bool = True) -> bool:
+        """Decrypt into the buffer (parking on EAGAIN if ``block``); False at EOF or when
+        an error ends the bytes buffered so far (the next read raises it)."""
+        if self._dsh.shutting_down or self._dsock.closed:
+            if block:  # the channel is going down: its shutdown wakes us
+                self._park(self._reader, deadline)
+            return True
+        avail = self._available()
+        size = min(max(self._want - avail, MAX_FRAGMENT), _DIRECT_RECV_MAX)
+        self._room(size)
+        end = self._end
+        with memoryview(self._buf) as mv:
+            view = mv[end:end + size]
+            try:
+                n = self._tls_pull(view, deadline, block)
+            except OSError:
+                if avail:
+                    return False
+                raise
+            finally:
+                view.release()  # before the buffer may be resized
+        if n is None or n < 0:
+            return True
+        if n == 0:
+            return False
+        self._end = end + n
+        held = avail + n
+        if held > self.max_buffered:
+            self.max_buffered = held
+        return True
+
+    def _tls_drain(self) -> None:
+        """Move what the engine can decrypt into the buffer, without reading the kernel."""
+        while self._tls_alive():
+            self._room(MAX_FRAGMENT)
+            end = self._end
+            with memoryview(self._buf) as mv:
+                view = mv[end:end + MAX_FRAGMENT]
+                try:
+                    n = self._tls_pull(view, None, block=False, recv=False)
+                except OSError:
+                    return  # recorded: the next read raises it
+                finally:
+                    view.release()
+            if n is None or n <= 0:
+                return
+            self._end = end + n
+
+    def _tls_out(self) -> None:
+        """Send the engine's ciphertext: what the kernel takes now, the rest queued
+        through the TLS handler (behind queued writes). After our close_notify (or once
+        the channel is down) nothing may follow: it is dropped."""
+        data = self._eng.data_to_send()
+        if not data or self._write_closed or self._shut_down:
+            return
+        try:
+            n = self._dsock.send_now(memoryview(data))
+        except OSError as exc:
+            if self._write_error is None:
+                self._write_error = exc
+            self.slot.channel.shutdown(exc)
+            raise
+        if n < len(data):
+            rest = data[n:]
+            k = len(rest)
+            self._in_flight += k
+            try:
+                self._tlsh.send_ciphertext(rest, functools.partial(self._on_written, k))
+            except BaseException:
+                self._in_flight -= k
+                raise
+
+    def _write_tls(self, view: memoryview) -> int:
+        """Direct TLS write: encrypt (256 KiB per engine call) and send; at most one
+        write's remainder is queued, as in plain direct mode."""
+        total = len(view)
+        off = 0
+        deadline = None
+        eng = self._eng
+        while off < total:
+            if self._in_flight and (self._in_flight >= WRITE_HIGH_WATER
+                                    or (self._timeout != 0 and not in_hub())):
+                if deadline is None:
+                    deadline = self._deadline()
+                self._park(self._writer, deadline)
+                self._check_write()
+                continue
+            n = min(total - off, _QUEUE_CHUNK)
+            try:
+                eng.write(view[off:off + n] if n < total else view)
+            except (ssl.SSLError, OSError) as exc:
+                if self._write_error is None:
+                    self._write_error = exc
+                self.slot.channel.shutdown(exc)
+                raise
+            off += n
+            self._tls_out()
+        return total
 
     def read(self, n: int = -1) -> bytes:
         """``n`` bytes, fewer only at EOF; ``n < 0`` reads to EOF."""
@@ -402,17 +661,25 @@ class TCPSocket(ChannelHandler):
                 try:
                     n = _C.recv_into(self._draw, view)
                 except (BlockingIOError, InterruptedError):
+                    n = -1
+                except OSError as exc:
+                    self._recv_failed(exc)
+                    raise
+                if n < 0:  # park outside the except block (no exception kept alive)
                     if deadline is None and self._timeout is not None:
                         deadline = time.monotonic() + self._timeout
                     self._park_readable(deadline)
                     ready = self._direct_ready()
                     continue
-                except OSError as exc:
-                    self._recv_failed(exc)
-                    raise
                 if not n:
                     self._got_eof()
                 return n
+        if self._tls_try:
+            self._try_tls_direct()
+        if self._eng is not None and self._tls_ready():
+            got = self._tls_pull(view, None)
+            if got is not None:
+                return got
         self._want = len(view)
         self._need = 1
         if not self._wait_readable(self._deadline()):
@@ -432,13 +699,15 @@ class TCPSocket(ChannelHandler):
                 try:
                     data = _C.recv(self._draw, 65536)
                 except (BlockingIOError, InterruptedError):
+                    data = None
+                except OSError as exc:
+                    self._recv_failed(exc)
+                    raise
+                if data is None:  # park outside the except block (no exception kept alive)
                     if deadline is None and self._timeout is not None:
                         deadline = time.monotonic() + self._timeout
                     self._park_readable(deadline)
                     continue
-                except OSError as exc:
-                    self._recv_failed(exc)
-                    raise
                 if not data:
                     self._got_eof()
                 return data
@@ -487,10 +756,15 @@ class TCPSocket(ChannelHandler):
     def bytesavailable(self) -> int:
         """Bytes buffered right now (never blocks). In direct mode the bytes the kernel
         holds are pulled into the buffer first (one non-blocking ``recv``)."""
-        if self._direct_ready() and self._loop.is_loop_thread():
+        if self._tls_try and self._loop.is_loop_thread():
+            self._try_tls_direct()
+        if self._loop.is_loop_thread() and (self._direct_ready() or self._tls_ready()):
             self._want = 65536
             try:
-                self._fill_direct(None, block=False)
+                if self._direct:
+                    self._fill_direct(None, block=False)
+                else:
+                    self._fill_tls(None, block=False)
             except OSError:
                 pass  # recorded: the next read raises it
         return self._available()
@@ -522,6 +796,10 @@ class TCPSocket(ChannelHandler):
         self._check_thread("write")
         self._check_write()
         view = memoryview(data).cast("B")
+        if self._tls_try:
+            self._try_tls_direct()
+        if self._eng is not None:
+            return self._write_tls(view)
         total = len(view)
         deadline = None
         off = 0
@@ -586,6 +864,8 @@ class TCPSocket(ChannelHandler):
             raise _ebadf()
         if self._write_closed or self._shut_down:
             return
+        if self._eng is not None:
+            self._tls_drain()  # before close_notify: SSL_shutdown drops records it reads
         self._write_closed = True
         self.slot.send_write_eof()
 
@@ -630,6 +910,15 @@ class TCPSocket(ChannelHandler):
     @property
     def closed(self) -> bool:
         return self._state is not _State.CONNECTED
+
+    @property
+    def mode(self) -> str:
+        """How reads and writes reach the kernel: ``"direct"`` (plain, the fd itself),
+        ``"tls-direct"`` (this socket drives the TLS engine and the fd) or ``"channel"``
+        (every byte through the channel's handlers)."""
+        if self._direct:
+            return "direct"
+        return "tls-direct" if self._eng is not None else "channel"
 
     @property
     def isopen(self) -> bool:
@@ -720,6 +1009,7 @@ class TCPSocket(ChannelHandler):
             # They left our buffer: re-credit (direct reads never debited the window).
             slot.increment_read_window(len(leftover))
         tls.start()
+        self._tls_try = True  # direct TLS once negotiated, if the chain allows it
 
     def __enter__(self) -> TCPSocket:
         return self

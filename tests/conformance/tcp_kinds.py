@@ -1,11 +1,16 @@
 """Pair factories for the TCPSocket stream kinds: plain direct (the default for a plain
 connection), plain through the channel (a pass-through handler keeps the TCPSocket off
-the direct path) and TLS. Each runs inside a greenlet of this thread's hub."""
+the direct path), TLS direct (the default for ``tls=True``: the socket drives the TLS
+engine itself) and TLS through the channel (``tlsupgrade`` of a channel pair: the
+pass-through handler keeps it on the channel path). Each runs inside a greenlet of this
+thread's hub."""
 
 from __future__ import annotations
 
 import socket as stdsocket
 from dataclasses import dataclass
+
+import gevent
 
 from reseau_patch import sockets as S
 from reseau_patch.io.channel import Channel, ChannelHandler
@@ -114,10 +119,32 @@ def tls_pair(certs: Certs, window: int | None = None, back_pressure: bool = True
     finally:
         srv.close()
     assert c.tls is not None and s.tls is not None
+    # Direct TLS starts at the first read or write once negotiated.
+    assert c.bytesavailable() == 0 and s.bytesavailable() == 0
+    assert c.mode == s.mode == "tls-direct", (c.mode, s.mode)
     return c, s
 
 
-KINDS = ("direct", "channel", "tls")
+def tls_channel_pair(certs: Certs, window: int | None = None, back_pressure: bool = True
+                     ) -> tuple[TCPSocket, TCPSocket]:
+    """TLS on the channel path: a channel pair upgraded with ``tlsupgrade``."""
+    c, s = channel_pair(window, back_pressure)
+    server = gevent.spawn(S.tlsupgrade, s, server_side=True, ssl_cert=certs.cert,
+                          ssl_key=certs.key)
+    try:
+        S.tlsupgrade(c, ssl_cacert=certs.ca, server_name="localhost")
+        server.get(timeout=10)
+    except BaseException:
+        server.kill(block=True, timeout=5)
+        c.close()
+        s.close()
+        raise
+    assert c.bytesavailable() == 0 and s.bytesavailable() == 0
+    assert c.mode == s.mode == "channel", (c.mode, s.mode)
+    return c, s
+
+
+KINDS = ("direct", "channel", "tls", "tls-channel")
 
 
 def socket_pair(kind: str, certs: Certs, window: int | None = None,
@@ -126,6 +153,8 @@ def socket_pair(kind: str, certs: Certs, window: int | None = None,
         return direct_pair(window, back_pressure)
     if kind == "channel":
         return channel_pair(window, back_pressure)
+    if kind == "tls-channel":
+        return tls_channel_pair(certs, window, back_pressure)
     return tls_pair(certs, window, back_pressure)
 
 
@@ -149,4 +178,12 @@ def connect_to(kind: str, certs: Certs, address: tuple[str, int], window: int | 
     if kind == "channel":
         raw = stdsocket.create_connection(address, timeout=5)
         return _channel_socket(raw, window, True)
+    if kind == "tls-channel":
+        sock = _channel_socket(stdsocket.create_connection(address, timeout=5), window, True)
+        try:
+            S.tlsupgrade(sock, ssl_cacert=certs.ca, server_name="localhost")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
     return S.connect(*address, tls=True, ssl_cacert=certs.ca, read_buffer_capacity=_cap(window))

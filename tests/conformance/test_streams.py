@@ -189,7 +189,7 @@ def test_peer_reset_after_sending_delivers_every_acked_byte_then_the_error(
     ConnectionResetError: the same on plain (direct, channel) and TLS sockets."""
     payload = os.urandom(100_000)
     ctx = None
-    if kind == "tls":
+    if kind in ("tls", "tls-channel"):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certs.cert, certs.key)
     peer = ResettingPeer(payload, ctx)
