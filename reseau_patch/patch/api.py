@@ -25,8 +25,12 @@ def _patch_items(module_name: str, items: dict[str, Any]) -> None:
         patch_item(module, name, value)
 
 
-def patch_socket(dns: bool = True) -> None:
-    """Install :class:`GreenSocket` as ``socket.socket`` and the cooperative helpers."""
+def patch_socket(dns: bool = True, threads_are_green: bool = True) -> None:
+    """Install :class:`GreenSocket` as ``socket.socket`` and the cooperative helpers.
+
+    ``threads_are_green`` (``patch_all(thread=True)``): every fd stays ``O_NONBLOCK``, as
+    under gevent, because C code that works the fd itself (pyOpenSSL's handshake, C
+    drivers) must get EAGAIN, not block the one OS thread every green thread runs in."""
     import socket as stdsocket
 
     import gevent.socket as gsocket
@@ -48,6 +52,7 @@ def patch_socket(dns: bool = True) -> None:
         from ..hub.resolver import getaddrinfo
 
         items["getaddrinfo"] = getaddrinfo
+    GreenSocket.set_fd_follows_timeout(not threads_are_green)
     _patch_items("socket", items)
     # Functions that build sockets look ``socket`` up in the module at call time
     # (socketpair, fromfd, create_server), so they now make GreenSockets unchanged.
@@ -174,7 +179,7 @@ def _patch(settings: dict[str, bool], Event: bool, kwargs: dict[str, Any]) -> bo
     if settings["sys"]:
         monkey.patch_sys()
     if settings["socket"]:
-        patch_socket(dns=settings["dns"])
+        patch_socket(dns=settings["dns"], threads_are_green=settings["thread"])
     if settings["select"]:
         patch_select()
     if settings["ssl"]:

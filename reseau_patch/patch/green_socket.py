@@ -10,10 +10,16 @@ readiness only on ``EAGAIN``; bytes stay in the kernel until someone asks, so co
 polls ``fileno()`` with a poller it captured before patching sees the truth, and an idle
 socket holds no buffer and no loop state.
 
-Timeouts and the fd's mode (what ``fcntl``, ``getblocking()`` and ``gettimeout()`` show)
-are the stdlib's: ``SOCK_NONBLOCK`` or ``setblocking(False)`` give timeout 0.0, a timeout
-> 0 sets ``O_NONBLOCK``, and a *blocking* socket (timeout None) has ``O_NONBLOCK`` clear,
-exactly when the stdlib's would. The cooperative part never relies on the fd's mode:
+Timeouts (what ``getblocking()`` and ``gettimeout()`` show) are the stdlib's:
+``SOCK_NONBLOCK`` or ``setblocking(False)`` give timeout 0.0. The fd's mode (what ``fcntl``
+shows) follows the stdlib's too — a timeout > 0 sets ``O_NONBLOCK``, a *blocking* socket
+(timeout None) has it clear — under ``patch_all(thread=False)`` only
+(:meth:`GreenSocket.set_fd_follows_timeout`). With green threads every fd stays
+``O_NONBLOCK``, as under gevent: C code that works the fd itself (pyOpenSSL's
+``SSL_do_handshake``, C database drivers) must get EAGAIN and let the caller wait
+cooperatively; a kernel-blocking call there would stop every green thread of the process
+(urllib3's pyOpenSSL tests against a green hypercorn server deadlock that way). The
+cooperative part never relies on the fd's mode:
 data calls pass ``MSG_DONTWAIT`` (one non-blocking try per call, whatever the fd's mode)
 and park on ``EAGAIN``; ``connect``/``accept``/``sendfile``, which have no such flag,
 set ``O_NONBLOCK`` for the one system call and restore the mode after. A caller's own
@@ -132,6 +138,13 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
             if issubclass(cls, ssl.SSLSocket):
                 cls._rp_fd_follows_timeout = False  # its channel's loop reads the fd
+
+    @classmethod
+    def set_fd_follows_timeout(cls, flag: bool) -> None:
+        """Whether a blocking socket (timeout None) made from now on clears ``O_NONBLOCK``
+        on its fd as the stdlib's does (see the module docstring). ``patch_all`` sets it
+        from ``thread=``; SSL subclasses keep their own False."""
+        cls._rp_fd_follows_timeout = flag
 
     def _rp_pending(self) -> int:
         return len(self._rp_prefix)

@@ -22,6 +22,14 @@ def fd_nonblocking(s):
     return bool(fcntl.fcntl(s, fcntl.F_GETFL) & os.O_NONBLOCK)
 
 
+def fd_blocking_as_stdlib(s):
+    """The fd of a blocking socket: O_NONBLOCK clear as in the stdlib under thread=False;
+    set with green threads (see timeouts_and_fd_mode_follow_the_stdlib)."""
+    from gevent import monkey
+
+    return fd_nonblocking(s) if monkey.is_module_patched("threading") else not fd_nonblocking(s)
+
+
 def socket_type_is_the_c_type():
     assert socket.SocketType is _socket.socket
     with socket.socket() as s:
@@ -31,24 +39,49 @@ def socket_type_is_the_c_type():
 
 
 def timeouts_and_fd_mode_follow_the_stdlib():
+    """Timeouts are the stdlib's in every mode. The fd's O_NONBLOCK follows them as in the
+    stdlib under thread=False only; with green threads it stays set, so C code working the fd
+    itself (pyOpenSSL's handshake) gets EAGAIN instead of blocking every green thread."""
+    from gevent import monkey
+
+    green = monkey.is_module_patched("threading")
+
+    def fd_mode_is(stdlib_nonblocking, s):
+        assert fd_nonblocking(s) == (True if green else stdlib_nonblocking), (green, s)
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK) as s:
-        assert s.gettimeout() == 0.0 and not s.getblocking() and fd_nonblocking(s)
+        assert s.gettimeout() == 0.0 and not s.getblocking()
+        fd_mode_is(True, s)
         assert s.type == socket.SOCK_STREAM
         s.setblocking(True)
-        assert s.gettimeout() is None and s.getblocking() and not fd_nonblocking(s)
+        assert s.gettimeout() is None and s.getblocking()
+        fd_mode_is(False, s)
         s.settimeout(2.0)
-        assert s.gettimeout() == 2.0 and s.getblocking() and fd_nonblocking(s)
+        assert s.gettimeout() == 2.0 and s.getblocking()
+        fd_mode_is(True, s)
         s.settimeout(None)
-        assert not fd_nonblocking(s)
+        fd_mode_is(False, s)
         s.settimeout(0)
-        assert not s.getblocking() and fd_nonblocking(s)
+        assert not s.getblocking()
+        fd_mode_is(True, s)
     for default, nonblocking in ((None, False), (0.0, True), (2.0, True)):
         socket.setdefaulttimeout(default)
         try:
             with socket.socket() as s:
-                assert s.gettimeout() == default and fd_nonblocking(s) == nonblocking
+                assert s.gettimeout() == default
+                fd_mode_is(nonblocking, s)
         finally:
             socket.setdefaulttimeout(None)
+    a, b = socket.socketpair()
+    with a, b:
+        assert a.gettimeout() is None
+        if green:  # a C-level read of an empty blocking socket: EAGAIN, not a hung process
+            try:
+                os.read(a.fileno(), 1)
+            except BlockingIOError:
+                pass
+            else:
+                raise AssertionError("os.read on an empty socket returned")
 
 
 def bad_timeouts_and_bad_fds_raise_like_the_stdlib():
@@ -96,7 +129,7 @@ def sendto_argument_errors_are_the_c_ones():
 def msg_dontwait_never_waits():
     a, b = socket.socketpair()
     with a, b, gevent.Timeout(BOUND):
-        assert a.gettimeout() is None and not fd_nonblocking(a)
+        assert a.gettimeout() is None and fd_blocking_as_stdlib(a)
         for call in (lambda: a.recv(10, socket.MSG_DONTWAIT),
                      lambda: a.recv_into(bytearray(10), 0, socket.MSG_DONTWAIT),
                      lambda: a.recvfrom(10, socket.MSG_DONTWAIT),
@@ -121,18 +154,18 @@ def msg_dontwait_never_waits():
 
 
 def blocking_fd_calls_still_cooperate():
-    # Timeout None: the fd has O_NONBLOCK clear, yet recv/accept/connect/sendfile park on
-    # the hub; the greenlets that unblock them must get to run.
+    # Timeout None: the fd has O_NONBLOCK clear (thread=False), yet recv/accept/connect/
+    # sendfile park on the hub; the greenlets that unblock them must get to run.
     with socket.socket() as lsock, gevent.Timeout(BOUND):
         lsock.bind(("127.0.0.1", 0))
         lsock.listen()
-        assert not fd_nonblocking(lsock)
+        assert fd_blocking_as_stdlib(lsock)
         client = socket.socket()
-        assert not fd_nonblocking(client)
+        assert fd_blocking_as_stdlib(client)
         later = gevent.spawn_later(0.05, client.connect, lsock.getsockname())
         conn, _ = lsock.accept()
         later.join()
-        assert not fd_nonblocking(lsock) and not fd_nonblocking(client)
+        assert fd_blocking_as_stdlib(lsock) and fd_blocking_as_stdlib(client)
         with conn, client:
             gevent.spawn_later(0.05, conn.sendall, b"hello")
             assert client.recv(5) == b"hello"
@@ -150,7 +183,7 @@ def blocking_fd_calls_still_cooperate():
                 assert client.sendfile(f) == len(payload)
                 r.join()
             assert bytes(got) == payload
-            assert not fd_nonblocking(client)
+            assert fd_blocking_as_stdlib(client)
 
 
 def getnameinfo_keeps_no_reference():
