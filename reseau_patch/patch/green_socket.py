@@ -45,6 +45,7 @@ import io
 import operator
 import os
 import socket as _stdsocket
+import sys
 import time
 import warnings
 from typing import Any
@@ -134,10 +135,12 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_rp_fd_follows_timeout" not in cls.__dict__:
-            import ssl
-
-            if issubclass(cls, ssl.SSLSocket):
-                cls._rp_fd_follows_timeout = False  # its channel's loop reads the fd
+            # No "import ssl" here: this runs while ssl itself defines SSLSocket (a re-import
+            # after patching), when the module is only partially initialized.
+            ssl_socket = getattr(sys.modules.get("ssl"), "SSLSocket", None)
+            if (cls.__module__ == "ssl" and cls.__name__ == "SSLSocket") or (
+                    isinstance(ssl_socket, type) and issubclass(cls, ssl_socket)):
+                cls._rp_fd_follows_timeout = False  # its TLS engine reads the fd
 
     @classmethod
     def set_fd_follows_timeout(cls, flag: bool) -> None:

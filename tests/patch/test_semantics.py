@@ -24,6 +24,7 @@ SOCKET_CASES = [
     "string_ports_and_service_names",
     "resolver_threads_are_real_threads",
     "iterable_arguments_survive_a_wait",
+    "ssl_reimported_after_patching",
 ]
 
 

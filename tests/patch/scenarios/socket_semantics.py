@@ -276,6 +276,21 @@ def resolver_threads_are_real_threads():
     assert seen[0] != real_ident(), "the resolver job ran on the hub's OS thread"
 
 
+def ssl_reimported_after_patching():
+    """ssl imported again once socket.socket is ours (urllib3's suite drops it from
+    sys.modules): its SSLSocket subclasses GreenSocket while ssl is half-initialized."""
+    import ssl as first
+
+    del sys.modules["ssl"]
+    try:
+        import ssl
+
+        assert ssl.SSLSocket is not first.SSLSocket
+        assert ssl.SSLSocket._rp_fd_follows_timeout is False
+    finally:
+        sys.modules["ssl"] = first
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("ok", sys.argv[1])
