@@ -424,7 +424,10 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         if engine is None or flags:
             return ssl.SSLSocket.recv_into(self, buffer, nbytes, flags)  # its errors
         if nbytes is None:
-            nbytes = len(buffer) if buffer else 1024
+            if buffer is not None:  # bytes, not items; a __len__ of the buffer's own is ignored
+                with memoryview(buffer) as view:
+                    nbytes = view.nbytes
+            nbytes = nbytes or 1024
         return self._rp_read(engine, nbytes, buffer)
 
     def write(self, data: Any) -> int:
