@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             entry["run"] = dict(old.get("run", {}))
             entry["prepare_seconds"] = old.get("prepare_seconds")
             for r in results:  # a cached run the report has not seen yet: say where it came from
-                if r.status != "not-run" and r.mode not in entry["run"]:
+                seen = entry["run"].get(r.mode, {}).get("at") or ""
+                if r.status != "not-run" and (r.started or "") > seen:
                     entry["run"][r.mode] = {
                         "at": r.started, "command": "an earlier run of python compat_matrix/"
                         f"run_suites.py --suite {name} --modes ..., read back by: {command}"}
