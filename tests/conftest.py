@@ -177,3 +177,52 @@ def _no_leaked_fds_or_threads(request: pytest.FixtureRequest):
         lines.append(f"  {timers} armed timer(s) on this thread's hub loop")
     lines.append("close/join them in the test, or mark it @pytest.mark.allow_leaks with a reason")
     pytest.fail("\n".join(lines), pytrace=False)
+
+
+# ---------------------------------------------------------------- green tests (opt-in)
+# Test folders whose tests run in greenlets of the main thread's hub (sockets, server,
+# conformance, reliability) request these from their own autouse fixtures; io/ and hub/
+# tests never see gevent through them.
+
+
+@pytest.fixture(scope="session")
+def green_hub():
+    """The main thread's hub on the Reseau loop, made once: before the per-test leak check
+    takes its first snapshot, so the hub's own fds are not counted as a leak."""
+    import gevent
+
+    import reseau_patch.sockets  # noqa: F401 - selects the Reseau loop for this thread's hub
+
+    return gevent.get_hub()
+
+
+@pytest.fixture
+def run(green_hub):
+    """``run(fn, *args, timeout=60)``: ``fn`` in a greenlet with a hard bound, re-raising
+    what it raised; a greenlet still running at the bound is killed and the test fails."""
+    import gevent
+
+    def runner(fn, *args, timeout: float = 60.0):
+        g = gevent.spawn(fn, *args)
+        g.join(timeout)
+        if not g.dead:
+            g.kill(block=True, timeout=5)
+            raise AssertionError(f"{fn.__name__} did not finish within {timeout} s")
+        return g.get()
+
+    return runner
+
+
+@pytest.fixture
+def hub_settles(green_hub):
+    """After the test, give the hub up to 5 s of its own time until no fd opened during the
+    test is still open: per-connection handlers finish their closes on the hub, and the leak
+    check (which waits with the OS) would not run it."""
+    import gevent
+
+    before = set((_open_fds() or {}).items())
+    yield
+    deadline = time.monotonic() + 5
+    gevent.sleep(0)
+    while set((_open_fds() or {}).items()) - before and time.monotonic() < deadline:
+        gevent.sleep(0.01)

@@ -33,11 +33,11 @@ from __future__ import annotations
 import _socket
 import ipaddress
 import socket as _stdsocket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from gevent._hub_local import get_hub
+from gevent.monkey import get_original
 
 from ..io.resolver import (
     AF_INET,
@@ -67,6 +67,9 @@ def _plain_name(host: object) -> str | None:
     if not host.isascii() or host == "<broadcast>" or _is_numeric(host):
         return None
     return host
+
+
+_os_lock = get_original("_thread", "allocate_lock")
 
 
 class Resolver:
@@ -101,7 +104,9 @@ class Resolver:
     def _wait(self, start: Callable[[Callable[[Any, BaseException | None], None]], None]) -> Any:
         """Call ``start(done)``; block this greenlet until ``done`` runs (any thread)."""
         box: list[tuple[Any, BaseException | None]] = []
-        lock = threading.Lock()
+        # The OS lock, never the patched one: ``done`` runs on a resolver worker thread, and
+        # a green lock touched there would build a hub (and a loop's fds) for that thread.
+        lock = _os_lock()
         armed: list[Any] = []  # the watcher to send() to, while this greenlet waits
 
         def done(value: Any, err: BaseException | None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import pytest
 
@@ -14,40 +13,13 @@ sys.path.insert(0, os.path.dirname(__file__))  # stream_suite, also for the scen
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _hub():
-    """Create the hub once, before the per-test leak check takes its snapshot."""
-    import gevent
-
-    return gevent.get_hub()
-
-
-@pytest.fixture
-def run():
-    """Run ``fn`` in a greenlet with a hard bound, re-raising what it raised."""
-    import gevent
-
-    def runner(fn, *args, timeout: float = 60.0):
-        g = gevent.spawn(fn, *args)
-        g.join(timeout)
-        if not g.dead:
-            g.kill(block=True, timeout=5)
-            raise AssertionError(f"{fn.__name__} did not finish within {timeout} s")
-        return g.get()
-
-    return runner
+def _hub(green_hub):
+    """The hub, made before the first leak-check snapshot (tests/conftest.py)."""
+    return green_hub
 
 
 @pytest.fixture(autouse=True)
-def _let_hub_finish(_hub):
-    """Give the hub time to finish closes started by a test before the leak check."""
-    import gevent
+def _let_hub_finish(hub_settles):
+    """The hub finishes the closes a test started, before the leak check runs."""
 
-    def fds() -> set[str]:
-        return set(os.listdir("/proc/self/fd"))
 
-    before = fds()
-    yield
-    deadline = time.monotonic() + 5
-    gevent.sleep(0)
-    while fds() - before and time.monotonic() < deadline:
-        gevent.sleep(0.01)

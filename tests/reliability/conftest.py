@@ -21,27 +21,9 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _hub():
-    """Create the hub once, before the per-test leak check takes its snapshot."""
-    import gevent
-
-    yield gevent.get_hub()
-
-
-@pytest.fixture
-def run():
-    """Run ``fn`` in a greenlet with a hard bound, re-raising what it raised."""
-    import gevent
-
-    def runner(fn, *args, timeout: float = 60.0):
-        g = gevent.spawn(fn, *args)
-        g.join(timeout)
-        if not g.dead:
-            g.kill(block=True, timeout=5)
-            raise AssertionError(f"{fn.__name__} did not finish within {timeout} s")
-        return g.get()
-
-    return runner
+def _hub(green_hub):
+    """The hub, made before the first leak-check snapshot (tests/conftest.py)."""
+    return green_hub
 
 
 def open_fds() -> dict[int, str]:

@@ -16,8 +16,7 @@ reach the system resolver.
 
 from __future__ import annotations
 
-import threading
-
+from ..event_loop import os_lock
 from .base import (
     AF_INET,
     AF_INET6,
@@ -75,7 +74,7 @@ def make_resolver(system: BaseResolver | None = None, *, ttl: float = 30.0,
 
 
 _default: CachingResolver | None = None
-_default_lock = threading.Lock()
+_default_lock = os_lock()
 
 
 def default_resolver() -> CachingResolver:

@@ -13,7 +13,6 @@ import ipaddress
 import itertools
 import math
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -51,7 +50,7 @@ class SingleFlightResolver(BaseResolver):
 
     def __init__(self, inner: BaseResolver) -> None:
         self.inner = inner
-        self._lock = threading.Lock()
+        self._lock = os_lock()  # taken on resolver worker threads too
         self._inflight: dict[tuple[str, int], list[Reply]] = {}
         self._pid = os.getpid()
         self.coalesced = 0
@@ -286,7 +285,7 @@ class StaticResolver(BaseResolver):
                                                   | ipaddress.IPv6Address]] | None = None,
                  *, fallback: BaseResolver | None = None) -> None:
         self.fallback = fallback
-        self._lock = threading.Lock()
+        self._lock = os_lock()  # taken on resolver worker threads too
         self._table: dict[str, list[HostAddress]] = {}
         self.lookups = 0
         for host, ips in (answers or {}).items():

@@ -13,19 +13,25 @@ from __future__ import annotations
 import _queue
 import _socket
 import _thread
+import encodings.idna  # noqa: F401 - see below
 import ipaddress
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..event_loop import EventLoop
+from ..event_loop import EventLoop, _unpatched
 from .base import AF_INET, AF_INET6, BaseResolver, DNSError, HostAddress, LookupCallback, Reply
 
 __all__ = ["SystemResolver", "WorkerPool"]
 
-_start_new_thread = _thread.start_new_thread
-_allocate_lock = _thread.allocate_lock
+# getaddrinfo encodes a str host with the idna codec, whose first use imports
+# encodings.idna. Imported here, not on a worker thread: an import takes importlib's module
+# lock, which gevent's patched _thread makes a green lock, and a green lock touched on a
+# worker thread builds a hub (and a loop's fds) for that thread that nothing destroys.
+# The OS originals even when this module is first imported after gevent patched _thread.
+_start_new_thread = _unpatched("_thread", "start_new_thread", _thread.start_new_thread)
+_allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
 _SimpleQueue = _queue.SimpleQueue
 _Empty = _queue.Empty
 
