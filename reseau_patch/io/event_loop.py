@@ -352,7 +352,7 @@ class EventLoop:
     def _check_thread(self, what: str) -> None:
         if _get_ident() != self._owner:
             raise LoopThreadError(
-                f"{what} must run on the thread that runs this EventLoop (thread "
+                f"{what} is loop-only: it must run on the thread that runs this EventLoop (thread "
                 f"{self._owner}), not thread {_get_ident()}. With the sockets API, use a socket "
                 "from the thread that created it; io-level code can hand the call over with "
                 "loop.post(fn, ...)")
