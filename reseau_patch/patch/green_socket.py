@@ -90,20 +90,36 @@ def _ebadf() -> OSError:
     return OSError(errno.EBADF, "Bad file descriptor")
 
 
+#: Plain int/float timeouts already parsed -> the C parser's answer (urllib3 sets the same
+#: one or two values before every request). Bounded; errors (NaN, < 0) are never stored.
+_PARSED: dict[float, float | None] = {}
+
+
 def parse_timeout(value: Any) -> float | None:
     """``value`` as the stdlib's ``settimeout`` reads it, with the stdlib's errors.
 
     The C parser itself does it, on a socket object that has no fd: it stores the value,
-    then fails with EBADF where it would change an fd's mode.
+    then fails with EBADF where it would change an fd's mode (a failing ioctl, so a plain
+    number's answer is remembered: ``1/3`` still reads back as the C parser rounds it).
     """
     if value is None:
         return None
+    cacheable = type(value) is float or type(value) is int
+    if cacheable:
+        hit = _PARSED.get(value)
+        if hit is not None:
+            return hit
     scratch = _C.__new__(_C)
     try:
         _c_settimeout(scratch, value)
     except OSError:
         pass
-    return _c_gettimeout(scratch)
+    parsed = _c_gettimeout(scratch)
+    if cacheable:
+        if len(_PARSED) >= 64:
+            _PARSED.clear()
+        _PARSED[value] = parsed
+    return parsed
 
 
 def _dontwait(flags: Any) -> tuple[int, bool] | None:
@@ -176,8 +192,14 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         _c_setblocking(self, self._rp_timeout is None and self._rp_fd_follows_timeout)
 
     def settimeout(self, timeout: float | None) -> None:
-        self._rp_timeout = parse_timeout(timeout)
-        self._rp_apply_timeout()
+        t = self._rp_timeout = parse_timeout(timeout)
+        # urllib3 sets a timeout twice a request: an open fd the C object already made
+        # non-blocking (C timeout 0.0) needs no ioctl to stay so, as gevent never makes
+        # one. A closed socket still gets the C method's EBADF; setblocking() always asks
+        # the kernel (CPython's test_setblocking_invalidfd: an fd closed behind its back).
+        if (t is None and self._rp_fd_follows_timeout) or _c_gettimeout(self) != 0.0 \
+                or _c_fileno(self) < 0:
+            self._rp_apply_timeout()
 
     def gettimeout(self) -> float | None:
         return self._rp_timeout

@@ -15,6 +15,7 @@ MODES = [pytest.param((), id="default"), pytest.param(NO_THREAD, id="nothread")]
 SOCKET_CASES = [
     "socket_type_is_the_c_type",
     "timeouts_and_fd_mode_follow_the_stdlib",
+    "settimeout_reads_back_as_the_c_parser",
     "bad_timeouts_and_bad_fds_raise_like_the_stdlib",
     "sendto_argument_errors_are_the_c_ones",
     "msg_dontwait_never_waits",

@@ -84,6 +84,30 @@ def timeouts_and_fd_mode_follow_the_stdlib():
                 raise AssertionError("os.read on an empty socket returned")
 
 
+def settimeout_reads_back_as_the_c_parser():
+    """Repeated and odd values read back as the C parser stores them (rounded to whole
+    nanoseconds), for plain numbers the patched socket remembers; a closed socket raises."""
+    values = (1 / 3, 30, 30, 2.5e-10, True, 1, 1.0, 0, 7 / 3, 1 / 3)
+    with socket.socket() as s:
+        for value in values + values:
+            ref = _socket.socket()
+            try:
+                ref.settimeout(value)
+                s.settimeout(value)
+                assert s.gettimeout() == ref.gettimeout(), (value, s.gettimeout())
+                assert type(s.gettimeout()) is float, value
+                assert fd_nonblocking(s) == fd_nonblocking(ref) or fd_nonblocking(s), value
+            finally:
+                ref.close()
+    s.close()
+    try:
+        s.settimeout(30)
+    except OSError as e:
+        assert e.errno == errno.EBADF, e
+    else:
+        raise AssertionError("settimeout() on a closed socket did not raise")
+
+
 def bad_timeouts_and_bad_fds_raise_like_the_stdlib():
     with socket.socket() as s:
         for value, exc, text in (("x", TypeError, "'str' object cannot be interpreted as an "
