@@ -21,15 +21,20 @@ TITLE = "requests.Session keep-alive GETs (server in another process)"
 BASELINE = "gevent"
 IMPLS = ("reseau", "gevent", "stdlib")
 PARTS = ("http", "https")
-METRICS = {
+RATES = {
     "http_1": Metric("requests keep-alive GETs, 1 client", "requests/s", part="http"),
     "http_32": Metric("requests keep-alive GETs, 32 green threads", "requests/s", part="http"),
     "https_1": Metric("requests HTTPS keep-alive GETs, 1 client", "requests/s", part="https"),
     "https_32": Metric("requests HTTPS keep-alive GETs, 32 green threads", "requests/s",
                        part="https"),
 }
-TARGETS = {k: (">=", 1.0, f"{m.title} vs gevent") for k, m in METRICS.items()}
-HEADLINE = tuple(METRICS)
+#: The client process's CPU time per request (all its threads): what the rate costs,
+#: much less sensitive than the rate to other processes' load on a shared machine.
+CPU = {f"{k}_cpu": Metric(f"{m.title}: client CPU per request", "µs", False, part=m.part)
+       for k, m in RATES.items()}
+METRICS = {**RATES, **CPU}
+TARGETS = {k: (">=", 1.0, f"{m.title} vs gevent") for k, m in RATES.items()}
+HEADLINE = tuple(RATES)
 CLIENTS = 32
 REPEAT = 3
 TIMEOUT = 240
@@ -54,18 +59,21 @@ def _client(url: str, verify: Any, n: int, warmup: int, barrier: threading.Barri
                 r = s.get(url, verify=verify, timeout=30)
                 if r.status_code != 200 or r.content != b"Hello, world!":
                     raise RuntimeError(f"bad response {r.status_code} {r.content[:40]!r}")
-            ends.append(time.perf_counter())
+            ends.append((time.perf_counter(), time.process_time()))
     except BaseException as exc:  # noqa: BLE001 - reported by the caller
         errors.append(f"{type(exc).__name__}: {exc}")
         barrier.abort()
 
 
-def _measure(url: str, verify: Any, clients: int, per: int, warmup: int) -> float:
-    """Requests/s of ``clients`` sessions doing ``per`` GETs each after ``warmup`` each."""
+def _measure(url: str, verify: Any, clients: int, per: int,
+             warmup: int) -> tuple[float, float]:
+    """(requests/s, client CPU µs per request) of ``clients`` sessions doing ``per`` GETs
+    each after ``warmup`` each."""
     errors: list[str] = []
-    ends: list[float] = []
-    start: list[float] = []
-    barrier = threading.Barrier(clients, action=lambda: start.append(time.perf_counter()))
+    ends: list[tuple[float, float]] = []
+    start: list[tuple[float, float]] = []
+    barrier = threading.Barrier(
+        clients, action=lambda: start.append((time.perf_counter(), time.process_time())))
     threads = [threading.Thread(target=_client,
                                 args=(url, verify, per, warmup, barrier, ends, errors))
                for _ in range(clients)]
@@ -77,7 +85,9 @@ def _measure(url: str, verify: Any, clients: int, per: int, warmup: int) -> floa
         raise RuntimeError(f"{len(errors)} client(s) failed, first: {errors[0]}")
     if len(ends) != clients or not start:
         raise RuntimeError(f"{clients - len(ends)} client(s) did not finish in {TIMEOUT} s")
-    return per * clients / (max(ends) - start[0])
+    (t0, cpu0), (t1, cpu1) = start[0], max(ends)
+    n = per * clients
+    return n / (t1 - t0), (cpu1 - cpu0) / n * 1e6
 
 
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
@@ -90,6 +100,9 @@ def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
         verify: Any = ca if tls else False
         # Best of REPEAT inside the process (load bursts on a shared machine only slow a
         # run down); the harness then takes the median over rounds.
-        return {f"{part}_1": max(_measure(url, verify, 1, one, warmup) for _ in range(repeat)),
-                f"{part}_32": max(_measure(url, verify, CLIENTS, per, warmup)
-                                  for _ in range(repeat))}
+        out: dict[str, Any] = {}
+        for key, clients, n in ((f"{part}_1", 1, one), (f"{part}_32", CLIENTS, per)):
+            runs = [_measure(url, verify, clients, n, warmup) for _ in range(repeat)]
+            out[key] = max(rate for rate, _ in runs)
+            out[f"{key}_cpu"] = min(cpu for _, cpu in runs)
+        return out
