@@ -105,7 +105,7 @@ class TlsHandler(ChannelHandler):
         # context used server-side, check_hostname without a server name, ...).
         self.engine = TlsEngine(context, server_side=server_side,
                                 server_hostname=None if server_side else server_hostname,
-                                session=session, owner=self)
+                                session=session, owner=self, track_records=False)
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.timeout = timeout

@@ -82,6 +82,7 @@ _c_gettimeout = _C.gettimeout
 _c_fileno = _C.fileno
 _c_shutdown = _C.shutdown
 _c_getsockopt = _C.getsockopt
+_c_getpeername = _C.getpeername
 _DONTWAIT: int = _socket.MSG_DONTWAIT
 _INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 
@@ -443,6 +444,13 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
             raise OSError(code, os.strerror(code))
         if self._rp_timeout == 0.0:
             raise BlockingIOError(code, os.strerror(code))
+        # A local (loopback) connect completes inside connect(2), which still says
+        # EINPROGRESS: one getpeername spares the loop round trip of a wait.
+        try:
+            _c_getpeername(self)
+            return
+        except OSError:
+            pass  # pending, or failed: the wait below and SO_ERROR tell which
         while True:
             self._wait(WRITE, deadline)
             code = _c_getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)

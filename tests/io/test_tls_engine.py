@@ -114,6 +114,19 @@ def test_bytes_needed_tracks_record_boundaries(certs):
     assert read_all(s) == b"x" * 100
 
 
+def test_untracked_engine_moves_data_but_has_no_bytes_needed(certs):
+    """track_records=False (the channel handler's engine): the same bytes arrive, split
+    anywhere; only bytes_needed() is unavailable, loudly."""
+    c, s = pair(certs, track_records=False)
+    handshake(c, s)
+    with pytest.raises(RuntimeError, match="track_records"):
+        c.bytes_needed()
+    s.write(b"y" * 40000)
+    wire = s.data_to_send()
+    for i in range(0, len(wire), 7777):
+        c.receive_data(memoryview(wire)[i:i + 7777])
+    assert read_all(c) == b"y" * 40000
+
 def test_read_before_data_wants_read(certs):
     c, s = pair(certs)
     handshake(c, s)

@@ -22,6 +22,7 @@ SOCKET_CASES = [
     "blocking_fd_calls_still_cooperate",
     "getnameinfo_keeps_no_reference",
     "create_connection_uses_a_replaced_socket_class",
+    "create_connection_to_an_ip_literal",
     "string_ports_and_service_names",
     "resolver_threads_are_real_threads",
     "iterable_arguments_survive_a_wait",

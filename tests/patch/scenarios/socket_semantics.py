@@ -238,6 +238,52 @@ def create_connection_uses_a_replaced_socket_class():
             raise AssertionError("the replaced socket class was not used")
 
 
+def create_connection_to_an_ip_literal():
+    """A literal address is one plain connect (no Happy Eyeballs race), with the stdlib's
+    results: the connected socket, its timeout, source_address, and its errors (the error
+    itself, or an ExceptionGroup of one with all_errors); no fd left behind."""
+    from reseau_patch.patch.green_socket import GreenSocket
+
+    with socket.socket() as lsock, gevent.Timeout(BOUND):
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        port = lsock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=7,
+                                      source_address=("127.0.0.1", 0)) as c:
+            assert type(c) is GreenSocket, type(c)
+            assert c.gettimeout() == 7 and c.getsockname()[0] == "127.0.0.1"
+            assert c.getpeername() == ("127.0.0.1", port), c.getpeername()
+            lsock.accept()[0].close()
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            assert c.gettimeout() is None  # the default timeout
+            lsock.accept()[0].close()
+    fds = len(os.listdir("/proc/self/fd"))  # the hub and its loop exist by now
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        refused = s.getsockname()[1]
+    with gevent.Timeout(BOUND):
+        try:
+            socket.create_connection(("127.0.0.1", refused), timeout=5)
+        except ConnectionRefusedError as e:
+            assert e.errno == errno.ECONNREFUSED, e
+        else:
+            raise AssertionError("connected to a closed port")
+        try:
+            socket.create_connection(("127.0.0.1", refused), all_errors=True)
+        except ExceptionGroup as eg:
+            assert str(eg) == "create_connection failed (1 sub-exception)", str(eg)
+            assert [type(e) for e in eg.exceptions] == [ConnectionRefusedError], eg.exceptions
+        else:
+            raise AssertionError("no ExceptionGroup")
+        try:  # the source address is bound before connecting, as the stdlib does
+            socket.create_connection(("127.0.0.1", refused), source_address=("127.0.0.1", -1))
+        except OverflowError:
+            pass
+        else:
+            raise AssertionError("a bad source port was accepted")
+    assert len(os.listdir("/proc/self/fd")) == fds, "create_connection leaked an fd"
+
+
 def string_ports_and_service_names():
     import http.client
     import smtplib

@@ -80,6 +80,9 @@ def main() -> int:
     def create_connection_by_name() -> None:
         socket.create_connection(("localhost", port)).close()
 
+    def create_connection_literal() -> None:  # one plain connect, no Happy Eyeballs
+        socket.create_connection(("127.0.0.1", port)).close()
+
     def tls_handshake() -> None:
         with socket.create_connection(silent.getsockname()) as raw:
             ctx.wrap_socket(raw, server_hostname="localhost").close()
@@ -88,6 +91,7 @@ def main() -> int:
         for _ in range(ROUNDS):
             cancel(how, connect_plain)
             cancel(how, create_connection_by_name)
+            cancel(how, create_connection_literal)
             cancel(how, tls_handshake)
             cancel(how, echo.accept)
     # Sub-millisecond timeouts land anywhere in resolve → connect: none may leak either.
