@@ -237,6 +237,14 @@ class TCPSocket(ChannelHandler):
             if end + n > len(buf):
                 buf.extend(bytes(max(end + n - len(buf), len(buf))))
 
+    def _drop_empty_buffer(self) -> None:
+        """Before parking for the kernel with nothing buffered: give the receive buffer's
+        memory back (an idle connection holds none; a streaming reader rarely parks).
+        No view of the buffer may be alive."""
+        if self._pos == self._end and self._buf:
+            self._buf = bytearray()
+            self._pos = self._end = 0
+
     def _append(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         self._room(n)
@@ -401,6 +409,7 @@ class TCPSocket(ChannelHandler):
         if data is None:
             # Parked outside the except block: an idle reader keeps no exception alive.
             if block:
+                self._drop_empty_buffer()
                 self._park_readable(deadline)
             return True
         if not data:
@@ -541,6 +550,16 @@ class TCPSocket(ChannelHandler):
             return True
         avail = self._available()
         size = min(max(self._want - avail, MAX_FRAGMENT), _DIRECT_RECV_MAX)
+        eng = self._eng
+        if (not avail and not eng.eof_received and not eng.pending()
+                and not eng.incoming_pending()):
+            # Nothing to decrypt: read (or wait for) the kernel before taking buffer memory,
+            # so an idle reader parks holding none (after a wait the caller calls again).
+            if not self._tls_recv(size):
+                if block:
+                    self._drop_empty_buffer()
+                    self._park_readable(deadline)
+                return True
         self._room(size)
         end = self._end
         with memoryview(self._buf) as mv:
@@ -919,6 +938,12 @@ class TCPSocket(ChannelHandler):
         if self._direct:
             return "direct"
         return "tls-direct" if self._eng is not None else "channel"
+
+    @property
+    def buffer_memory(self) -> int:
+        """Bytes of memory the receive buffer holds now (its capacity, not its contents):
+        0 for a direct or TLS-direct reader parked with nothing buffered."""
+        return len(self._buf)
 
     @property
     def isopen(self) -> bool:
