@@ -317,7 +317,7 @@ class Channel:
         self._shutdown_requested = False
         self._shutdown_abort = False
         self._window_update_scheduled = False
-        self._tasks: set[ChannelTask] = set()
+        self._tasks: set[ChannelTask] | None = None  # made on first use (a set is ~200 B)
         self._destroy_pending = False
         self.post(self._setup)
 
@@ -438,6 +438,8 @@ class Channel:
             fn(TaskStatus.CANCELED)
             return task
         with self._lock:
+            if self._tasks is None:
+                self._tasks = set()
             self._tasks.add(task)
         if self.loop.is_loop_thread():
             self._arm_task(task, delay)
@@ -453,12 +455,19 @@ class Channel:
         else:
             task._timer = self.loop.call_later(delay, self._run_task, task)
 
+    def _forget_task(self, task: ChannelTask) -> None:
+        with self._lock:
+            tasks = self._tasks
+            if tasks is not None:
+                tasks.discard(task)
+                if not tasks:
+                    self._tasks = None
+
     def _run_task(self, task: ChannelTask) -> None:
         if task.done:
             return
         task.done = True
-        with self._lock:
-            self._tasks.discard(task)
+        self._forget_task(task)
         status = (TaskStatus.CANCELED if self.state is ChannelState.SHUT_DOWN
                   else TaskStatus.RUN_READY)
         task.fn(status)
@@ -471,8 +480,7 @@ class Channel:
         task.done = True
         if task._timer is not None:
             task._timer.cancel()
-        with self._lock:
-            self._tasks.discard(task)
+        self._forget_task(task)
         task.fn(TaskStatus.CANCELED)
 
     # -------------------------------------------------------------- shutdown
@@ -534,7 +542,7 @@ class Channel:
 
     def _shutdown_completed(self) -> None:
         with self._lock:
-            tasks, self._tasks = self._tasks, set()
+            tasks, self._tasks = self._tasks or (), None
         for task in tasks:
             if not task.done:
                 task.done = True
