@@ -68,6 +68,8 @@ class ConnectRequest:
     does nothing.
     """
 
+    __slots__ = ("loop", "cancelled", "set_up", "racer", "channel", "_user_on_setup")
+
     def __init__(self, loop: EventLoop, on_setup: SetupCallback) -> None:
         self.loop = loop
         self.cancelled = False
@@ -87,7 +89,11 @@ class ConnectRequest:
                 channel.shutdown(_cancelled_error(), abort=True)
             return
         self.set_up = True
-        self._user_on_setup(channel, err)
+        # Delivered once: the channel's shutdown callback keeps this request, and must not
+        # keep the caller's setup closure (and what it holds) for the connection's life.
+        on_setup, self._user_on_setup = self._user_on_setup, None
+        if on_setup is not None:
+            on_setup(channel, err)
 
     def wrap_on_shutdown(self, on_shutdown: ShutdownCallback | None) -> ShutdownCallback:
         """``on_shutdown``, then destroy a channel this request shut down because it was

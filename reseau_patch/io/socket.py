@@ -129,6 +129,12 @@ def _check_address(domain: SocketDomain, address: object) -> object:
 class Socket:
     """A non-blocking stream socket owned by one :class:`EventLoop`."""
 
+    # One per connection: slots, not a dict.
+    __slots__ = ("loop", "options", "owns_fd", "state", "_sock", "_fd", "_read_watcher",
+                 "_write_watcher", "_writes", "_write_error", "_shut_wr_pending", "_read_shut",
+                 "_write_shut", "_connect_cb", "_connect_timer", "_connect_addr", "_accept_cb",
+                 "bytes_read", "bytes_written", "backlog")
+
     def __init__(self, loop: EventLoop, options: SocketOptions | None = None, *,
                  sock: _socket.socket | None = None, owns_fd: bool = True) -> None:
         """A new socket, or ``sock`` (connected) adopted.
