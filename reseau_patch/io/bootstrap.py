@@ -68,7 +68,8 @@ class ConnectRequest:
     does nothing.
     """
 
-    __slots__ = ("loop", "cancelled", "set_up", "racer", "channel", "_user_on_setup")
+    __slots__ = ("loop", "cancelled", "set_up", "racer", "channel", "_user_on_setup",
+                 "_user_on_shutdown")
 
     def __init__(self, loop: EventLoop, on_setup: SetupCallback) -> None:
         self.loop = loop
@@ -79,6 +80,7 @@ class ConnectRequest:
         #: The channel once built, until its setup is reported.
         self.channel: Channel | None = None
         self._user_on_setup = on_setup
+        self._user_on_shutdown: ShutdownCallback | None = None
 
     def on_setup(self, channel: Channel | None, err: BaseException | None) -> None:
         """The bootstrap's (possibly TLS-wrapped) setup result: deliver once, unless
@@ -98,12 +100,14 @@ class ConnectRequest:
     def wrap_on_shutdown(self, on_shutdown: ShutdownCallback | None) -> ShutdownCallback:
         """``on_shutdown``, then destroy a channel this request shut down because it was
         cancelled: no caller ever saw it, so nobody else will (destroy is idempotent)."""
-        def wrapped(channel: Channel, err: BaseException | None) -> None:
-            if on_shutdown is not None:
-                on_shutdown(channel, err)
-            if self.cancelled:
-                channel.destroy()
-        return wrapped
+        self._user_on_shutdown = on_shutdown
+        return self._on_shutdown  # a bound method: smaller than a closure, kept per channel
+
+    def _on_shutdown(self, channel: Channel, err: BaseException | None) -> None:
+        if self._user_on_shutdown is not None:
+            self._user_on_shutdown(channel, err)
+        if self.cancelled:
+            channel.destroy()
 
     def cancel(self) -> None:
         """Abandon the connect: close attempts, timers and a half-set-up channel (any

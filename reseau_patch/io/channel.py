@@ -298,6 +298,12 @@ class Channel:
     """A handler pipeline on one loop. Create it on the loop thread or from any thread;
     setup completes on the loop, then ``on_setup(channel, None)`` runs."""
 
+    # One per connection: slots, not a dict.
+    __slots__ = ("loop", "back_pressure", "on_setup", "on_shutdown", "first", "last", "state",
+                 "pool", "read_messages", "write_messages", "shutdown_error", "_lock",
+                 "_shutdown_requested", "_shutdown_abort", "_window_update_scheduled",
+                 "_tasks", "_destroy_pending", "__weakref__")
+
     def __init__(self, loop: EventLoop, *, back_pressure: bool = False,
                  on_setup: Callable[[Channel, BaseException | None], Any] | None = None,
                  on_shutdown: Callable[[Channel, BaseException | None], Any] | None = None,

@@ -64,6 +64,7 @@ import enum
 import errno
 import functools
 import ssl
+import sys
 import time
 from typing import Any
 
@@ -92,6 +93,24 @@ class _State(enum.Enum):
     CONNECTED = "connected"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+def _recv_or_none(raw: _socket.socket, size: int) -> bytes | None:
+    """``recv``, or None when it would block. Caught here, not in the caller: a frame that
+    catches an exception gets a frame object, kept while that frame parks (~250 bytes per
+    idle reader)."""
+    try:
+        return _C.recv(raw, size)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def _interned(addr: Any) -> Any:
+    """A sockaddr tuple whose host string is shared with every other socket's (each
+    ``getpeername`` makes a new string: ~60 bytes per address kept per connection)."""
+    if type(addr) is tuple and addr and type(addr[0]) is str:
+        return (sys.intern(addr[0]), *addr[1:])
+    return addr
 
 
 def _ebadf() -> OSError:
@@ -163,8 +182,8 @@ class TCPSocket(ChannelHandler):
         self.channel = channel
         sock = channel.first.handler.socket  # type: ignore[union-attr]
         try:
-            self._sockname = sock.local_address()
-            self._peername = sock.remote_address()
+            self._sockname = _interned(sock.local_address())
+            self._peername = _interned(sock.remote_address())
         except OSError:
             pass  # the peer already went away; the first read reports it
         return self
@@ -409,9 +428,7 @@ class TCPSocket(ChannelHandler):
         avail = self._available()
         size = min(max(self._want - avail, MAX_FRAGMENT), _DIRECT_RECV_MAX)
         try:
-            data = _C.recv(self._draw, size)
-        except (BlockingIOError, InterruptedError):
-            data = None
+            data = _recv_or_none(self._draw, size)
         except OSError as exc:
             self._recv_failed(exc)
             if avail:
