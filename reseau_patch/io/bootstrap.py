@@ -94,6 +94,10 @@ class ConnectRequest:
         # Delivered once: the channel's shutdown callback keeps this request, and must not
         # keep the caller's setup closure (and what it holds) for the connection's life.
         on_setup, self._user_on_setup = self._user_on_setup, None
+        if channel is not None and channel.on_shutdown == self._on_shutdown:
+            # Set up: no cancel can come any more, so the channel may call the caller's
+            # shutdown callback directly and this request need not live as long as it.
+            channel.on_shutdown = self._user_on_shutdown
         if on_setup is not None:
             on_setup(channel, err)
 
