@@ -244,7 +244,8 @@ class TlsConnectionOptions:
     """Per-connection TLS settings for a bootstrap, ``connect``/``listen`` or
     ``tlsupgrade``.
 
-    ``context`` is either options (built once, then cached here) or a ready
+    ``context`` is either options (built once and shared with every connection whose
+    options are equal and whose certificate/CA files are unchanged) or a ready
     ``ssl.SSLContext`` used as is. ``server_name`` is the SNI name and the name checked
     against the certificate (the bootstraps default it to the host connected to).
     ``alpn_handlers`` is the bootstrap hook that installs a protocol-specific application
