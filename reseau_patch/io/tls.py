@@ -412,7 +412,7 @@ class TlsHandler(ChannelHandler):
             else:
                 self._head_off = off + n
             slot.send_message(part, Direction.READ)
-        if not backlog:
+        if not self._backlog:
             self._backlog = ()
         if not backlog and not self._read_closed:
             if self._end_error is not None:
