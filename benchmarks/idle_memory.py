@@ -34,6 +34,33 @@ METRICS = {
 TARGETS = {"plain": ("<=", 1.0, "plaintext memory per connection vs gevent"),
            "tls": ("<=", 1.0, "TLS memory per connection vs gevent")}
 HEADLINE = ("plain", "tls")
+NOTES = """Where an idle connection's bytes go (`python -m benchmarks.idle_breakdown IMPL PART
+[N] [--no-trace]`: tracemalloc and object census between N and 2N connections, glibc
+`mallinfo2`, resident bytes per mapping). Per connection, 2026-12-06, after issue #12's work:
+
+* Common to every green row: the parked reader's greenlet — its saved C stack (reseau
+  2.3 KB, gevent 3.0 KB), one touched 4 KiB page of its Python data stack, gevent's five
+  spawn-tree `_Frame`s, the `Waiter` (~1.1 KB of the rest is the benchmark's own lists).
+* reseau (patch_all) plaintext: GreenSocket 56 B + `FdWaits` (4 slots) ~90 B + the kept
+  `IOWatcher` 88 B + the loop's fd entry ~220 B + the Waiter/timer-free park. Was 9.1 KiB:
+  FdWaits' two lists and per-socket lock (~250 B) and the frame object a frame gets when
+  it catches EAGAIN and then parks (~200 B) are gone.
+* reseau-sockets plaintext: TCPSocket (slots) 330 B, io Socket 190 B, Channel 170 B, two
+  ChannelSlots 180 B, SocketHandler 145 B, IOWatcher + fd entry ~300 B, three Parkers 210 B.
+  Was 13.9 KiB: TCPSocket's 35-field dict (~1.3 KB), an empty write deque (~760 B), the
+  connect's closures and request kept by the channel's callbacks (~900 B), an empty task
+  set and a lock per channel (~300 B), a SocketOptions per connect (176 B), per-connection
+  address strings (~120 B), the EAGAIN frame object (~250 B).
+* TLS, both reseau rows: OpenSSL holds ~38 KB per client connection in any stack (the SSL
+  object, the session from the TLS 1.3 NewSessionTicket and ~17 KB it allocates while
+  reading the tickets); the sans-IO engine adds its two MemoryBIOs (~1.6 KB held). malloc
+  in use per connection: gevent 38.7 KB, reseau 40.3 KB, reseau-sockets 41.7 KB. What RSS
+  shows of the ~17 KB buffer depends on where malloc places it: in gevent's run ~9 KB of it
+  stays untouched (never-written pages), in ours ~2 KB. That is allocation order, not state
+  kept: with `socket.socket(); connect()` instead of `create_connection` gevent's TLS row
+  measures 45.0 KiB and reseau's 45.7 KiB. reseau-sockets TLS was 87 KiB: it built an
+  SSLContext (trust store) per `connect(ssl_cacert=...)` (now shared while the files are
+  unchanged) and kept a 16 KiB receive buffer while parked (now none)."""
 MAX_ROUNDS = 1  # memory, not time: one round is the measurement
 CONNECTIONS = 10_000
 BATCH = 100

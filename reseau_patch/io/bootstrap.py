@@ -68,6 +68,9 @@ class ConnectRequest:
     does nothing.
     """
 
+    __slots__ = ("loop", "cancelled", "set_up", "racer", "channel", "_user_on_setup",
+                 "_user_on_shutdown")
+
     def __init__(self, loop: EventLoop, on_setup: SetupCallback) -> None:
         self.loop = loop
         self.cancelled = False
@@ -77,6 +80,7 @@ class ConnectRequest:
         #: The channel once built, until its setup is reported.
         self.channel: Channel | None = None
         self._user_on_setup = on_setup
+        self._user_on_shutdown: ShutdownCallback | None = None
 
     def on_setup(self, channel: Channel | None, err: BaseException | None) -> None:
         """The bootstrap's (possibly TLS-wrapped) setup result: deliver once, unless
@@ -87,17 +91,27 @@ class ConnectRequest:
                 channel.shutdown(_cancelled_error(), abort=True)
             return
         self.set_up = True
-        self._user_on_setup(channel, err)
+        # Delivered once: the channel's shutdown callback keeps this request, and must not
+        # keep the caller's setup closure (and what it holds) for the connection's life.
+        on_setup, self._user_on_setup = self._user_on_setup, None
+        if channel is not None and channel.on_shutdown == self._on_shutdown:
+            # Set up: no cancel can come any more, so the channel may call the caller's
+            # shutdown callback directly and this request need not live as long as it.
+            channel.on_shutdown = self._user_on_shutdown
+        if on_setup is not None:
+            on_setup(channel, err)
 
     def wrap_on_shutdown(self, on_shutdown: ShutdownCallback | None) -> ShutdownCallback:
         """``on_shutdown``, then destroy a channel this request shut down because it was
         cancelled: no caller ever saw it, so nobody else will (destroy is idempotent)."""
-        def wrapped(channel: Channel, err: BaseException | None) -> None:
-            if on_shutdown is not None:
-                on_shutdown(channel, err)
-            if self.cancelled:
-                channel.destroy()
-        return wrapped
+        self._user_on_shutdown = on_shutdown
+        return self._on_shutdown  # a bound method: smaller than a closure, kept per channel
+
+    def _on_shutdown(self, channel: Channel, err: BaseException | None) -> None:
+        if self._user_on_shutdown is not None:
+            self._user_on_shutdown(channel, err)
+        if self.cancelled:
+            channel.destroy()
 
     def cancel(self) -> None:
         """Abandon the connect: close attempts, timers and a half-set-up channel (any

@@ -39,11 +39,10 @@ Contract (the rules every :class:`ChannelHandler` may rely on and must keep):
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from .event_loop import EventLoop, TimerHandle
+from .event_loop import EventLoop, TimerHandle, os_lock
 from .message import MAX_FRAGMENT, IoMessage, MessagePool
 
 __all__ = [
@@ -59,6 +58,9 @@ __all__ = [
 ]
 
 UNBOUNDED = 1 << 62
+#: Guards every channel's task set (schedule_task may come from any thread). Held for a set
+#: operation, never across a callback; one for all channels (a lock each cost ~90 bytes).
+_TASKS_LOCK = os_lock()
 WINDOW_UPDATE_THRESHOLD = 4 * MAX_FRAGMENT
 
 
@@ -298,6 +300,12 @@ class Channel:
     """A handler pipeline on one loop. Create it on the loop thread or from any thread;
     setup completes on the loop, then ``on_setup(channel, None)`` runs."""
 
+    # One per connection: slots, not a dict.
+    __slots__ = ("loop", "back_pressure", "on_setup", "on_shutdown", "first", "last", "state",
+                 "pool", "read_messages", "write_messages", "shutdown_error",
+                 "_shutdown_requested", "_shutdown_abort", "_window_update_scheduled",
+                 "_tasks", "_destroy_pending", "__weakref__")
+
     def __init__(self, loop: EventLoop, *, back_pressure: bool = False,
                  on_setup: Callable[[Channel, BaseException | None], Any] | None = None,
                  on_shutdown: Callable[[Channel, BaseException | None], Any] | None = None,
@@ -313,11 +321,10 @@ class Channel:
         self.read_messages = 0
         self.write_messages = 0
         self.shutdown_error: BaseException | None = None
-        self._lock = threading.Lock()
         self._shutdown_requested = False
         self._shutdown_abort = False
         self._window_update_scheduled = False
-        self._tasks: set[ChannelTask] = set()
+        self._tasks: set[ChannelTask] | None = None  # made on first use (a set is ~200 B)
         self._destroy_pending = False
         self.post(self._setup)
 
@@ -437,7 +444,9 @@ class Channel:
             task.done = True
             fn(TaskStatus.CANCELED)
             return task
-        with self._lock:
+        with _TASKS_LOCK:
+            if self._tasks is None:
+                self._tasks = set()
             self._tasks.add(task)
         if self.loop.is_loop_thread():
             self._arm_task(task, delay)
@@ -453,12 +462,19 @@ class Channel:
         else:
             task._timer = self.loop.call_later(delay, self._run_task, task)
 
+    def _forget_task(self, task: ChannelTask) -> None:
+        with _TASKS_LOCK:
+            tasks = self._tasks
+            if tasks is not None:
+                tasks.discard(task)
+                if not tasks:
+                    self._tasks = None
+
     def _run_task(self, task: ChannelTask) -> None:
         if task.done:
             return
         task.done = True
-        with self._lock:
-            self._tasks.discard(task)
+        self._forget_task(task)
         status = (TaskStatus.CANCELED if self.state is ChannelState.SHUT_DOWN
                   else TaskStatus.RUN_READY)
         task.fn(status)
@@ -471,14 +487,13 @@ class Channel:
         task.done = True
         if task._timer is not None:
             task._timer.cancel()
-        with self._lock:
-            self._tasks.discard(task)
+        self._forget_task(task)
         task.fn(TaskStatus.CANCELED)
 
     # -------------------------------------------------------------- shutdown
     def shutdown(self, error: BaseException | None = None, abort: bool = False) -> None:
         """Begin shutting down (any thread). Only the first call counts."""
-        with self._lock:
+        with _TASKS_LOCK:
             if self._shutdown_requested:
                 return
             self._shutdown_requested = True
@@ -533,8 +548,8 @@ class Channel:
             self._on_handler_shutdown_complete(slot, Direction.WRITE, None, abort)
 
     def _shutdown_completed(self) -> None:
-        with self._lock:
-            tasks, self._tasks = self._tasks, set()
+        with _TASKS_LOCK:
+            tasks, self._tasks = self._tasks or (), None
         for task in tasks:
             if not task.done:
                 task.done = True

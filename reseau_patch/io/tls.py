@@ -121,12 +121,14 @@ class TlsHandler(ChannelHandler):
         self._callbacks: list[NegotiationCallback] = [on_negotiated] if on_negotiated else []
         self._reported = False
         self._timer: ChannelTask | None = None
-        self._pending_writes: deque[IoMessage] = deque()
+        # Queues start as () and become deques on first use (an empty deque is ~600 bytes
+        # per idle connection); emptied, they return to ().
+        self._pending_writes: deque[IoMessage] | tuple[()] = ()
         self._write_eof_pending = False
         self._close_notify_sent = False
         self._read_closed = False  # EOF or error delivered, or READ shut down
         # Decrypted plaintext not yet handed right, and how the stream ends after it.
-        self._backlog: deque[IoMessage] = deque()
+        self._backlog: deque[IoMessage] | tuple[()] = ()
         self._backlog_bytes = 0
         self._head_off = 0  # bytes of the backlog's first message already handed right
         self._end_eof = False
@@ -247,6 +249,8 @@ class TlsHandler(ChannelHandler):
             except Exception as exc:  # noqa: BLE001
                 self._complete(msg, exc)
                 self._fatal(exc)
+        if not self._pending_writes:
+            self._pending_writes = ()
         if self._write_eof_pending and self.state is TlsState.NEGOTIATED:
             self._write_eof_pending = False
             self._close_write()
@@ -369,6 +373,8 @@ class TlsHandler(ChannelHandler):
             view.release()
             if off:
                 msg.len = off
+                if not self._backlog:
+                    self._backlog = deque()
                 self._backlog.append(msg)
                 self._backlog_bytes += off
             else:
@@ -406,6 +412,8 @@ class TlsHandler(ChannelHandler):
             else:
                 self._head_off = off + n
             slot.send_message(part, Direction.READ)
+        if not self._backlog:
+            self._backlog = ()
         if not backlog and not self._read_closed:
             if self._end_error is not None:
                 self._fatal(self._end_error)
@@ -479,6 +487,8 @@ class TlsHandler(ChannelHandler):
         if self.state is TlsState.FAILED or self.error is not None:
             raise self.error  # the sender releases msg (channel contract)
         if self.state is not TlsState.NEGOTIATED:
+            if not self._pending_writes:
+                self._pending_writes = deque()
             self._pending_writes.append(msg)
             return
         self._encrypt(msg)
@@ -561,11 +571,12 @@ class TlsHandler(ChannelHandler):
     def _drop_backlog(self) -> None:
         while self._backlog:
             self._backlog.popleft().release()
+        self._backlog = ()
         self._backlog_bytes = 0
         self._head_off = 0
 
     def destroy(self) -> None:
-        self._pending_writes.clear()
+        self._pending_writes = ()
         self._callbacks = []
         self._drop_backlog()
 

@@ -244,7 +244,8 @@ class TlsConnectionOptions:
     """Per-connection TLS settings for a bootstrap, ``connect``/``listen`` or
     ``tlsupgrade``.
 
-    ``context`` is either options (built once, then cached here) or a ready
+    ``context`` is either options (built once and shared with every connection whose
+    options are equal and whose certificate/CA files are unchanged) or a ready
     ``ssl.SSLContext`` used as is. ``server_name`` is the SNI name and the name checked
     against the certificate (the bootstraps default it to the host connected to).
     ``alpn_handlers`` is the bootstrap hook that installs a protocol-specific application
@@ -274,5 +275,52 @@ class TlsConnectionOptions:
             opts = self.context
             if self.alpn_list is not None:
                 opts = dataclasses.replace(opts, alpn_list=self.alpn_list)
-            self._built = opts.build()
+            self._built = shared_context(opts)
         return self._built
+
+
+#: Contexts built from equal options (and unchanged files), newest last. An SSL_CTX with
+#: its trust store costs tens of KiB of C memory and a CA file parse: ``connect(tls=True,
+#: ssl_cacert=...)`` per connection must not pay that each time.
+_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+_CONTEXTS_MAX = 32
+_PATH_FIELDS = ("ca_file", "ca_path", "cert_file", "key_file", "pkcs12_file")
+
+
+def _cache_key(opts: TlsContextOptions) -> tuple[Any, ...] | None:
+    """What a built context depends on, or None when it must not be shared: SNI tables
+    (mutable mappings of contexts) and verification turned off (each build warns)."""
+    if opts.sni is not None or opts.verify_peer is False:
+        return None
+    key: list[Any] = []
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if f.name in _PATH_FIELDS and value is not None:
+            try:
+                st = os.stat(value)
+            except (OSError, TypeError, ValueError):
+                return None  # build() raises the stdlib's error
+            value = (os.fspath(value), st.st_ino, st.st_size, st.st_mtime_ns)
+        elif f.name == "alpn_list" and value is not None and not isinstance(value, str):
+            value = tuple(value)
+        key.append(value)
+    try:
+        hash(tuple(key))
+    except TypeError:
+        return None
+    return tuple(key)
+
+
+def shared_context(opts: TlsContextOptions) -> ssl.SSLContext:
+    """``opts.build()``, shared with earlier calls for equal options whose files have not
+    changed (path, inode, size, mtime). Callers must not modify the context they get."""
+    key = _cache_key(opts)
+    if key is None:
+        return opts.build()
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ctx = opts.build()
+        _CONTEXTS[key] = ctx  # dict operations are atomic: threads may race, both correct
+        while len(_CONTEXTS) > _CONTEXTS_MAX:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)), None)
+    return ctx

@@ -242,6 +242,18 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 pass
             self._wait(events, deadline)
 
+    def _io_wait(self, op: Any, events: int, args: tuple) -> Any:
+        """After ``op`` said EAGAIN: wait, then ``op(self, *args)`` again until it does not
+        block. EAGAIN is caught in :func:`_attempt`, whose frame has returned before we
+        park: a frame that catches an exception gets a frame object, kept while it parks
+        (~200 bytes per idle reader)."""
+        deadline = self._deadline()
+        while True:
+            self._wait(events, deadline)
+            result = _attempt(self, op, *args)
+            if result is not _AGAIN:
+                return result
+
     def _nonblocking_call(self, op: Any, *args: Any) -> Any:
         """``op(self, *args)`` with ``O_NONBLOCK`` set for the call: for the system calls
         that take no MSG_DONTWAIT. The fd's mode is restored after."""
@@ -264,7 +276,9 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         dw = _dontwait(flags)
         if dw is None or dw[1]:
             return _c_recv(self, bufsize, flags)
-        data = self._io(_c_recv, READ, bufsize, dw[0])
+        data = _attempt(self, _c_recv, bufsize, dw[0])
+        if data is _AGAIN:
+            data = self._io_wait(_c_recv, READ, (bufsize, dw[0]))
         if not data and bufsize:
             _yield_to_hub()  # a loop polling a closed peer must not starve the others
         return data
@@ -278,7 +292,9 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         dw = _dontwait(flags)
         if dw is None or dw[1]:
             return _c_recv_into(self, buffer, nbytes, flags)
-        n = self._io(_c_recv_into, READ, buffer, nbytes, dw[0])
+        n = _attempt(self, _c_recv_into, buffer, nbytes, dw[0])
+        if n is _AGAIN:
+            n = self._io_wait(_c_recv_into, READ, (buffer, nbytes, dw[0]))
         if not n:
             _yield_to_hub()
         return n
@@ -500,6 +516,17 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
                 and _c_fileno(self) >= 0:
             _c_setblocking(self, True)  # hand the fd out in the mode the caller expects
         return super().detach()
+
+
+_AGAIN: Any = object()
+
+
+def _attempt(sock: Any, op: Any, *args: Any) -> Any:
+    """``op(sock, *args)``, or :data:`_AGAIN` when it would block."""
+    try:
+        return op(sock, *args)
+    except (BlockingIOError, InterruptedError):
+        return _AGAIN
 
 
 def _reusable(items: Any) -> Any:

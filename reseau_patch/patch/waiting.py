@@ -24,6 +24,10 @@ from ..sockets.parking import TIMED_OUT, current_io_loop
 __all__ = ["CLOSED", "FdWaits", "READ", "WRITE", "timed_out"]
 
 CLOSED = object()
+#: Guards every FdWaits' two wait slots (held for a few attribute operations, never across
+#: a switch; an OS lock, as a patched threading.Lock would switch). One for all sockets:
+#: a lock per socket cost ~40 bytes each and contention here is nil.
+_LOCK = os_lock()
 
 
 def timed_out() -> TimeoutError:
@@ -34,21 +38,19 @@ def timed_out() -> TimeoutError:
 class FdWaits:
     """The waits currently parked on one socket's fd, by direction."""
 
-    __slots__ = ("owner", "_waits", "_lock", "_watchers")
+    # Per direction (read, write): the current wait, and the last io watcher, reused
+    # while the fd and the thread's loop are the same: restarting the watcher that parked
+    # the fd costs no epoll_ctl (a new watcher object must re-arm: the number may have
+    # been reused). Stopped, it holds no callback; the loop keeps at most a parked kernel
+    # registration. Plain slots, no lists or per-socket lock: ~250 bytes per idle socket.
+    __slots__ = ("owner", "_rwait", "_wwait", "_rwatch", "_wwatch")
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
-        # Per direction, index READ - 1 / WRITE - 1 (two-slot lists: a dict costs ~230
-        # bytes more per idle socket). The current wait, and the last io watcher, reused
-        # while the fd and the thread's loop are the same: restarting the watcher that
-        # parked the fd costs no epoll_ctl (a new watcher object must re-arm: the number
-        # may have been reused). Stopped, it holds no callback; the loop keeps at most a
-        # parked kernel registration, as before.
-        self._waits: list[Waiter | None] = [None, None]  # (its hub's loop wakes it)
-        self._watchers: list[IOWatcher | None] = [None, None]
-        # An OS lock (held for a dict operation, never across a switch): a patched
-        # threading.Lock costs ~180 bytes per socket and a Python-level acquire.
-        self._lock = os_lock()
+        self._rwait: Waiter | None = None  # (its hub's loop wakes it)
+        self._wwait: Waiter | None = None
+        self._rwatch: IOWatcher | None = None
+        self._wwatch: IOWatcher | None = None
 
     def wait(self, fd: int, events: int, deadline: float | None) -> None:
         """Park until ``fd`` is ready for ``events``; raise on timeout or close.
@@ -64,19 +66,25 @@ class FdWaits:
             raise RuntimeError(f"cannot block to {what} {self.owner!r} inside the hub "
                                "(a loop callback)")
         waiter = Waiter(hub)
-        slot = events - 1  # READ or WRITE, never both
-        with self._lock:
-            if self._waits[slot] is not None:
+        reading = events == READ  # READ or WRITE, never both
+        with _LOCK:
+            if (self._rwait if reading else self._wwait) is not None:
                 from gevent.exceptions import ConcurrentObjectUseError
 
-                what = "read from" if events == READ else "write to"
+                what = "read from" if reading else "write to"
                 raise ConcurrentObjectUseError(
                     f"another greenlet is already waiting to {what} {self.owner!r}")
-            self._waits[slot] = waiter
-        watcher = self._watchers[slot]
+            if reading:
+                self._rwait = waiter
+            else:
+                self._wwait = waiter
+        watcher = self._rwatch if reading else self._wwatch
         if watcher is None or watcher.loop is not loop or watcher.fd != fd or watcher.active:
             watcher = IOWatcher(loop, fd, events, ref=False)  # the parked greenlet holds the ref
-            self._watchers[slot] = watcher
+            if reading:
+                self._rwatch = watcher
+            else:
+                self._wwatch = watcher
         timer = None
         try:
             watcher.start(waiter.switch)  # in the hub: resumes us with the revents
@@ -91,9 +99,12 @@ class FdWaits:
             watcher.stop()
             if timer is not None:
                 timer.cancel()
-            with self._lock:
-                if self._waits[slot] is waiter:
-                    self._waits[slot] = None
+            with _LOCK:
+                if reading:
+                    if self._rwait is waiter:
+                        self._rwait = None
+                elif self._wwait is waiter:
+                    self._wwait = None
         if result is TIMED_OUT:
             raise timed_out()
         if result is CLOSED:
@@ -101,9 +112,9 @@ class FdWaits:
 
     def cancel_all(self) -> None:
         """Wake every waiter with EBADF (any thread), before the fd is closed."""
-        with self._lock:
-            waits = [w for w in self._waits if w is not None]
-            self._waits[:] = [None, None]
+        with _LOCK:
+            waits = [w for w in (self._rwait, self._wwait) if w is not None]
+            self._rwait = self._wwait = None
         for waiter in waits:
             # Queued, not switched: the caller may be a greenlet, and only the hub may
             # switch a Waiter. A waiter that woke meanwhile ignores the late value.
@@ -118,5 +129,5 @@ class FdWaits:
 
     @property
     def busy(self) -> bool:
-        return self._waits[0] is not None or self._waits[1] is not None
+        return self._rwait is not None or self._wwait is not None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import ipaddress
 import os
 import ssl
@@ -78,8 +79,29 @@ def _split_address(args: tuple) -> tuple[SocketDomain | None, Any, int]:
 
 def _options(domain: SocketDomain, connect_timeout: float | None, nodelay: bool,
              keepalive: bool, reuseaddr: bool = True) -> SocketOptions:
+    """Socket options, one shared object per distinct set (every io Socket keeps its
+    options for its life; nothing modifies them)."""
+    try:
+        return _shared_options(domain, connect_timeout, nodelay, keepalive, reuseaddr)
+    except TypeError:  # an unhashable argument: SocketOptions gives the real error
+        return SocketOptions(domain=domain, connect_timeout=connect_timeout, nodelay=nodelay,
+                             keepalive=keepalive, reuseaddr=reuseaddr)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_options(domain: SocketDomain, connect_timeout: float | None, nodelay: bool,
+                    keepalive: bool, reuseaddr: bool) -> SocketOptions:
     return SocketOptions(domain=domain, connect_timeout=connect_timeout, nodelay=nodelay,
                          keepalive=keepalive, reuseaddr=reuseaddr)
+
+
+def _client_channel_shutdown(channel: Channel, err: BaseException | None) -> None:
+    """A connected channel ended: tell its TCPSocket, free the channel. A function, not a
+    closure over the socket: the channel keeps it for the connection's life."""
+    handler = channel.last.handler if channel.last is not None else None
+    if isinstance(handler, TCPSocket):
+        handler.on_channel_shutdown(channel, err)
+    channel.destroy()
 
 
 def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
@@ -130,11 +152,8 @@ def connect(*address: Any, timeout: float | None = None, nodelay: bool = True,
         result.append((channel, err))
         parker.wake()
 
-    def on_shutdown(channel: Channel, err: BaseException | None) -> None:
-        tcp.on_channel_shutdown(channel, err)
-        channel.destroy()
-
-    request = boot.connect(host, port, tcp.attach, on_setup, on_shutdown, tls=tls_opts)
+    request = boot.connect(host, port, tcp.attach, on_setup, _client_channel_shutdown,
+                           tls=tls_opts)
     if not result:
         try:
             if parker.park(loop, timeout) is TIMED_OUT and not result:

@@ -249,6 +249,35 @@ def test_an_idle_parked_reader_keeps_no_exception_alive(run, certs, kind):
     run(body)
 
 
+@pytest.mark.parametrize("kind", ["direct", "tls-direct"])
+def test_an_idle_parked_reader_holds_no_receive_buffer(run, certs, kind):
+    """Memory per idle connection: the buffer a read grew is given back once its bytes are
+    consumed and the reader parks for the kernel again (TLS: none is taken for the wait)."""
+
+    def body():
+        if kind == "direct":
+            port, srv = S.listenany()
+            c = S.connect(port)
+            s = srv.accept()
+            srv.close()
+        else:
+            c, s = _pair(certs)
+            _go_direct(c)
+        try:
+            assert c.mode == kind
+            s.write(b"a" * 50_000 + b"\n")
+            assert len(c.readline()) == 50_001  # buffered reads grow the buffer
+            reader = gevent.spawn(c.read, 1)
+            gevent.sleep(0.05)
+            assert not reader.dead
+            assert c.buffer_memory == 0
+            s.write(b"z")
+            assert reader.get(timeout=5) == b"z"
+        finally:
+            c.close()
+            s.close()
+    run(body)
+
 
 @pytest.mark.parametrize("ending", ["close_notify", "bare-close"])
 def test_records_and_the_end_arriving_together_fill_one_big_readinto(run, certs, ending):
