@@ -465,8 +465,12 @@ class TCPSocket(ChannelHandler):
         self._tls_try = False
         first = left.left
         sh = first.handler if first is not None else None
+        # channel.shutting_down, not only the handler's flag: a read error in the handler
+        # (a reset) requests the shutdown at once but runs it from a task, and the kernel
+        # reports a reset only once (the next recv gives EOF, which would lose it).
         if (not isinstance(sh, SocketHandler) or first.left is not None or sh.shutting_down
-                or sh.eof or sh.socket.closed or self._eof or self._read_error is not None):
+                or slot.channel.shutting_down or sh.eof or sh.socket.closed or self._eof
+                or self._read_error is not None):
             return
         plain = tls.begin_direct()
         if plain is None:
