@@ -508,3 +508,10 @@ class ForkWatcher(LoopRefWatcher):
     def _deactivate(self) -> None:
         self.loop._fork_watchers.discard(self)
         super()._deactivate()
+
+
+# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
+# Python is requested or it was not built (see io/accel.py).
+from ..io.accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "reseau_patch.hub._watchers_c")

@@ -993,3 +993,10 @@ class EventLoop:
         state = "closed" if self._closed else ("running" if self._running else "idle")
         return (f"<EventLoop {self.backend} {state} owner={self._owner} refs={self._refs} "
                 f"fds={len(self._fds) - len(self._parked)}>")
+
+
+# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
+# Python is requested or it was not built (see io/accel.py).
+from .accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "reseau_patch.io._event_loop_c")
