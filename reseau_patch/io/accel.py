@@ -9,17 +9,20 @@ own, so every importer gets the compiled classes (gevent's ``_util.import_c_acce
 
 Pure-Python mode: ``RESEAU_PATCH_PURE_PYTHON=1`` (or gevent's ``PURE_PYTHON=1``) in the
 environment before the first import keeps the ``.py`` code. A missing or broken extension
-(no compiler at install time) falls back to it silently. :func:`compiled_modules` tells
-which is in use. No gevent import here: this module belongs to io/.
+(no compiler at install time) falls back to it silently, and so does one older than its
+``.py`` or ``.pxd`` (edited since the last ``pip install -e .``): stale compiled code must
+never run in place of the source you read. :func:`status` tells which is in use
+(``reseau_patch.compiled()`` imports every hot module first). No gevent import here: io/.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
-__all__ = ["compiled_modules", "import_c_accel", "pure_python_requested"]
+__all__ = ["ACCELERATED", "import_c_accel", "pure_python_requested", "status"]
 
 #: The hot module -> its compiled twin (setup.py builds exactly these).
 ACCELERATED = {
@@ -33,8 +36,8 @@ ACCELERATED = {
 _KEEP = frozenset({"__name__", "__qualname__", "__file__", "__cached__", "__loader__",
                    "__spec__", "__package__", "__path__", "__builtins__", "__doc__"})
 
-#: module name -> True when its compiled twin is in use (filled as modules import).
-_state: dict[str, bool] = {}
+#: module name -> how it runs: "compiled", or "pure: <why>" (filled as modules import).
+_state: dict[str, str] = {}
 
 
 def _truthy(value: str | None) -> bool:
@@ -47,36 +50,44 @@ def pure_python_requested() -> bool:
         _truthy(os.environ.get("PURE_PYTHON"))
 
 
+def _stale(origin: str, globs: dict[str, Any], cname: str) -> bool:
+    """True when the built extension is older than the ``.py`` or ``.pxd`` it came from."""
+    built = os.path.getmtime(origin)
+    sources = [globs.get("__file__") or "",
+               os.path.join(os.path.dirname(origin), cname.rpartition(".")[2] + ".pxd")]
+    return any(os.path.exists(src) and os.path.getmtime(src) > built for src in sources)
+
+
 def import_c_accel(globs: dict[str, Any], cname: str) -> None:
     """Replace ``globs`` (a module's globals) with those of the compiled module ``cname``.
 
-    A no-op inside the compiled module itself, in pure-Python mode, or when ``cname``
-    cannot be imported (not built): the caller then stays pure Python.
+    A no-op inside the compiled module itself, in pure-Python mode, or when ``cname`` is
+    not built or stale: the caller then stays pure Python.
     """
     name = globs.get("__name__")
     if not name or name == cname:
         return
     if pure_python_requested():
-        _state[name] = False
+        _state[name] = "pure: requested (RESEAU_PATCH_PURE_PYTHON / PURE_PYTHON)"
+        return
+    spec = importlib.util.find_spec(cname)
+    if spec is None or not spec.origin:
+        _state[name] = "pure: not built (no compiler or Cython at install time?)"
+        return
+    if _stale(spec.origin, globs, cname):
+        _state[name] = "pure: build older than the source (run pip install -e . again)"
         return
     try:
         mod = importlib.import_module(cname)
-    except ImportError:
-        # Not built (no compiler, or a failed build) or built for another Python.
-        _state[name] = False
+    except ImportError as exc:  # built for another Python, or a broken build
+        _state[name] = f"pure: compiled module failed to import ({exc})"
         return
     for key, value in mod.__dict__.items():
         if key not in _KEEP:
             globs[key] = value
-    _state[name] = True
+    _state[name] = "compiled"
 
 
-def compiled_modules() -> dict[str, bool]:
-    """``{hot module: compiled twin in use}`` for every hot module (imports them)."""
-    for name in ACCELERATED:
-        if name not in _state:
-            try:
-                importlib.import_module(name)
-            except ImportError:  # hub/ without gevent installed: cannot be in use
-                _state.setdefault(name, False)
-    return {name: _state.get(name, False) for name in ACCELERATED}
+def status() -> dict[str, str]:
+    """``{hot module: "compiled" | "pure: <why>" | "not imported"}``."""
+    return {name: _state.get(name, "not imported") for name in ACCELERATED}
