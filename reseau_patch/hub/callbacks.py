@@ -129,10 +129,3 @@ class CallbackQueue:
                 self._schedule()
             elif self._prepare.active:
                 self._prepare.stop()
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from ..io.accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.hub._callbacks_c")

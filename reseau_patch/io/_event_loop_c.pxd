@@ -7,6 +7,19 @@ cimport cython
 
 
 @cython.final
+cdef class LoopStats:
+    cdef public Py_ssize_t ticks
+    cdef public Py_ssize_t callbacks_run
+    cdef public Py_ssize_t timers_fired
+    cdef public Py_ssize_t io_events
+    cdef public Py_ssize_t wakeups
+    cdef public double tick_latency_last
+    cdef public double tick_latency_max
+    cdef public double tick_latency_total
+    cdef public dict extra
+
+
+@cython.final
 cdef class Handle:
     cdef public object fn
     cdef public tuple args
@@ -34,6 +47,11 @@ cdef class IOWatcher:
     cdef public int priority
     cdef public bint ref
     cdef public bint active
+
+    @cython.locals(loop=EventLoop, entry=_FdEntry)
+    cpdef start(self, callback, bint rearm=*)
+    @cython.locals(loop=EventLoop, entry=_FdEntry)
+    cpdef stop(self)
 
 
 @cython.final
@@ -67,14 +85,18 @@ cdef class EventLoop:
     cdef public list _check_hooks
     cdef public list _idle_hooks
     cdef public Py_ssize_t _refs
-    cdef public object stats
+    cdef public LoopStats stats
     cdef public object error_handler
     cdef public object _posted
     cdef public int _wake_r
 
+    @cython.locals(entry=_FdEntry, mask=int)
     cpdef _io_start(self, IOWatcher w, bint rearm=*)
+    @cython.locals(entry=_FdEntry, mask=int)
     cpdef _io_stop(self, IOWatcher w)
+    @cython.locals(stats=LoopStats, start=double, lat=double, did=bint, fired=Py_ssize_t)
     cpdef _tick(self, bint block)
+    @cython.locals(entry=_FdEntry, w=IOWatcher)
     cpdef _dispatch_one(self, int fd, int bits)
     cpdef _dispatch_io(self, list events)
     cpdef _run_snapshot(self)

@@ -33,7 +33,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .poller import ERROR, READ, WRITE, make_poller
@@ -93,25 +92,36 @@ class LoopThreadError(RuntimeError):
     """A loop-only operation was called from a thread that does not own the loop."""
 
 
-@dataclass
 class LoopStats:
-    """Counters a loop keeps about itself; readable from any thread (values may lag)."""
+    """Counters a loop keeps about itself; readable from any thread (values may lag).
 
-    ticks: int = 0
-    callbacks_run: int = 0
-    timers_fired: int = 0
-    io_events: int = 0
-    wakeups: int = 0
-    tick_latency_last: float = 0.0
-    tick_latency_max: float = 0.0
-    tick_latency_total: float = 0.0
-    extra: dict[str, int] = field(default_factory=dict)
+    A plain class rather than a dataclass: the compiled loop types it (a C struct bumped
+    every tick, see _event_loop_c.pxd)."""
+
+    __slots__ = ("ticks", "callbacks_run", "timers_fired", "io_events", "wakeups",
+                 "tick_latency_last", "tick_latency_max", "tick_latency_total", "extra")
+    _COUNTERS = ("ticks", "callbacks_run", "timers_fired", "io_events", "wakeups",
+                 "tick_latency_last", "tick_latency_max", "tick_latency_total")
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.callbacks_run = 0
+        self.timers_fired = 0
+        self.io_events = 0
+        self.wakeups = 0
+        self.tick_latency_last = 0.0
+        self.tick_latency_max = 0.0
+        self.tick_latency_total = 0.0
+        self.extra: dict[str, int] = {}
 
     def snapshot(self) -> dict[str, float]:
         """A plain dict copy, for printing."""
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d: dict[str, float] = {k: getattr(self, k) for k in self._COUNTERS}
         d.update(self.extra)
         return d
+
+    def __repr__(self) -> str:
+        return f"LoopStats({', '.join(f'{k}={v!r}' for k, v in self.snapshot().items())})"
 
 
 class Handle:
@@ -186,7 +196,7 @@ class IOWatcher:
         self.ref = ref
         self.active = False
 
-    def start(self, callback: Callable[[int], Any], *, rearm: bool = False) -> None:
+    def start(self, callback: Callable[[int], Any], rearm: bool = False) -> None:
         """Begin watching (loop-only). Restarting an active watcher only swaps the callback.
 
         ``rearm=True`` re-sends the fd's interest mask to the kernel even when it looks

@@ -170,10 +170,3 @@ def make_poller(backend: str | None = None) -> EpollPoller | PollPoller:
     if poll is None:
         raise OSError(errno.ENOSYS, "neither epoll nor poll is available")
     return PollPoller(poll)
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from .accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.io._poller_c")

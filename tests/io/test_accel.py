@@ -8,7 +8,7 @@ or stale build fails ``test_this_process_runs_what_the_environment_asks``) and w
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -35,11 +35,6 @@ def _report(**env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _built(cname: str) -> bool:
-    spec = importlib.util.find_spec(cname)
-    return spec is not None and spec.origin is not None and spec.origin.endswith(".so")
-
-
 def test_this_process_runs_what_the_environment_asks():
     status = reseau_patch.compiled_status()
     assert set(status) == set(accel.ACCELERATED)
@@ -50,9 +45,10 @@ def test_this_process_runs_what_the_environment_asks():
     if os.environ.get("RESEAU_PATCH_EXPECT_COMPILED") == "1":
         # CI installed with `pip install -e .`: the build must have happened and be in use.
         assert reseau_patch.compiled(), status
-    for name, cname in accel.ACCELERATED.items():
-        assert (status[name] == "compiled") == (_built(cname) and not status[name].startswith(
-            "pure: build older")), (name, status[name])
+    # All or none: compiled exactly when every twin is built, fresh and importable.
+    expected = "compiled" if accel.build_problem() is None else None
+    for name in accel.ACCELERATED:
+        assert (status[name] == "compiled") == (expected == "compiled"), (name, status)
 
 
 @pytest.mark.parametrize("var", ["RESEAU_PATCH_PURE_PYTHON", "PURE_PYTHON"])
@@ -61,7 +57,7 @@ def test_pure_python_is_requested_by_environment(var):
     assert set(report["status"].values()) == {PURE_REQUESTED}
     assert report["compiled"] is False
     assert report["event_loop_class_module"] == "reseau_patch.io.event_loop"
-    assert report["poller_class_module"] == "reseau_patch.io.poller"
+    assert report["io_watcher_class_module"] == "reseau_patch.hub.io_watcher"
 
 
 @pytest.mark.parametrize("value", ["0", ""])
@@ -85,17 +81,46 @@ def test_compiled_classes_replace_the_pure_ones_everywhere():
         pytest.skip(f"compiled twins not in use here: {report['status']}")
     # Importers of the pure module see the compiled classes, under the pure module's name.
     assert report["event_loop_class_module"] == "reseau_patch.io._event_loop_c"
-    assert report["poller_class_module"] == "reseau_patch.io._poller_c"
+    assert report["io_watcher_class_module"] == "reseau_patch.hub._io_watcher_c"
 
 
-def test_a_missing_extension_falls_back_silently(monkeypatch):
+def test_a_missing_extension_falls_back_silently(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "hot.py").write_text("X = 1\n")
+    problem = accel.build_problem({"pkg.hot": "pkg._hot_c"}, str(tmp_path))
+    assert problem is not None and "pkg._hot_c not built" in problem
+
+
+def test_a_build_older_than_its_source_or_pxd_is_not_used(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    source, pxd = pkg / "hot.py", pkg / "_hot_c.pxd"
+    ext = pkg / ("_hot_c" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    for f in (source, pxd, ext):
+        f.write_text("")
+    mapping = {"pkg.hot": "pkg._hot_c"}
+    os.utime(source, (1_000, 1_000))
+    os.utime(pxd, (1_000, 1_000))
+    os.utime(ext, (2_000, 2_000))
+    assert accel.build_problem(mapping, str(tmp_path)) is None
+    os.utime(source, (3_000, 3_000))  # edited since the build
+    assert "older than hot.py" in accel.build_problem(mapping, str(tmp_path))
+    os.utime(source, (1_000, 1_000))
+    os.utime(pxd, (3_000, 3_000))
+    assert "older than _hot_c.pxd" in accel.build_problem(mapping, str(tmp_path))
+
+
+def test_any_twin_unusable_keeps_every_module_pure(monkeypatch):
+    # The compiled io_watcher makes C calls into the compiled IOWatcher: mixing is unsafe.
     monkeypatch.delenv("RESEAU_PATCH_PURE_PYTHON", raising=False)
     monkeypatch.delenv("PURE_PYTHON", raising=False)
     monkeypatch.setattr(accel, "_state", {})
-    globs = {"__name__": "reseau_patch.io.nothing", "X": 1}
-    accel.import_c_accel(globs, "reseau_patch.io._nothing_c")
-    assert globs == {"__name__": "reseau_patch.io.nothing", "X": 1}
-    assert accel._state["reseau_patch.io.nothing"].startswith("pure: not built")
+    monkeypatch.setattr(accel, "_why_pure", "reseau_patch.io._event_loop_c not built")
+    globs = {"__name__": "reseau_patch.hub.io_watcher", "X": 1}
+    accel.import_c_accel(globs, "reseau_patch.hub._io_watcher_c")
+    assert globs == {"__name__": "reseau_patch.hub.io_watcher", "X": 1}
+    assert accel._state == {"reseau_patch.hub.io_watcher":
+                            "pure: reseau_patch.io._event_loop_c not built"}
 
 
 def test_the_compiled_module_itself_is_left_alone(monkeypatch):
@@ -104,31 +129,6 @@ def test_the_compiled_module_itself_is_left_alone(monkeypatch):
     accel.import_c_accel(globs, "reseau_patch.io._nothing_c")
     assert globs == {"__name__": "reseau_patch.io._nothing_c", "X": 1}
     assert accel._state == {}
-
-
-def test_a_build_older_than_its_source_is_not_used(tmp_path, monkeypatch):
-    # A stand-in "extension" (a .py does for the logic) next to the source it came from.
-    monkeypatch.delenv("RESEAU_PATCH_PURE_PYTHON", raising=False)
-    monkeypatch.delenv("PURE_PYTHON", raising=False)
-    monkeypatch.setattr(accel, "_state", {})
-    monkeypatch.syspath_prepend(str(tmp_path))
-    source = tmp_path / "accel_fake.py"
-    source.write_text("X = 'pure'\n")
-    built = tmp_path / "_accel_fake_c.py"
-    built.write_text("X = 'compiled'\n")
-    os.utime(built, (1_000_000, 1_000_000))
-    os.utime(source, (2_000_000, 2_000_000))
-    globs = {"__name__": "accel_fake", "__file__": str(source), "X": "pure"}
-    accel.import_c_accel(globs, "_accel_fake_c")
-    assert globs["X"] == "pure"
-    assert accel._state["accel_fake"].startswith("pure: build older")
-    # Rebuilt: newer than the source, so it is used; module identity stays the pure one's.
-    os.utime(built, (3_000_000, 3_000_000))
-    accel.import_c_accel(globs, "_accel_fake_c")
-    assert globs["X"] == "compiled"
-    assert globs["__name__"] == "accel_fake" and globs["__file__"] == str(source)
-    assert accel._state["accel_fake"] == "compiled"
-    sys.modules.pop("_accel_fake_c", None)
 
 
 def test_setup_builds_exactly_the_accelerated_modules():
