@@ -11,8 +11,9 @@ Pure-Python mode: ``RESEAU_PATCH_PURE_PYTHON=1`` (or gevent's ``PURE_PYTHON=1``)
 environment before the first import keeps the ``.py`` code. A missing or broken extension
 (no compiler at install time) falls back to it silently, and so does one older than its
 ``.py`` or ``.pxd`` (edited since the last ``pip install -e .``): stale compiled code must
-never run in place of the source you read. All modules swap or none do. :func:`status` tells which is in use
-(``reseau_patch.compiled()`` imports every hot module first). No gevent import here: io/.
+never run in place of the source you read. All modules swap or none do. :func:`status`
+tells which is in use (``reseau_patch.compiled()`` imports every hot module first). No
+gevent import here: io/.
 """
 
 from __future__ import annotations
