@@ -19,6 +19,7 @@ from setuptools.command.build_ext import build_ext
 HOT_MODULES = {
     "reseau_patch.io._event_loop_c": "reseau_patch/io/event_loop.py",
     "reseau_patch.hub._io_watcher_c": "reseau_patch/hub/io_watcher.py",
+    "reseau_patch.hub._callbacks_c": "reseau_patch/hub/callbacks.py",
 }
 
 DIRECTIVES = {

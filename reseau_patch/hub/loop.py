@@ -33,7 +33,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from gevent._ffi.callback import callback
 from gevent._ffi.loop import EVENTS
 from gevent._interfaces import ILoop
 from gevent.exceptions import HubDestroyed
@@ -41,7 +40,7 @@ from zope.interface import implementer
 
 from ..io.event_loop import MAXPRI, MINPRI, READ, WRITE, EventLoop, Hook
 from . import exit_parking
-from .callbacks import CallbackQueue
+from .callbacks import CallbackQueue, callback
 from .children import ChildReaper, ChildWatcher
 from .signals import SignalDispatcher, SignalWatcher
 from .stat import StatWatcher

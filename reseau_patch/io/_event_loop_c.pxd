@@ -55,6 +55,19 @@ cdef class IOWatcher:
 
 
 @cython.final
+cdef class Hook:
+    cdef public EventLoop loop
+    cdef public str kind
+    cdef public object callback
+    cdef public bint ref
+    cdef public bint active
+    cdef public int priority
+
+    cpdef start(self, callback)
+    cpdef stop(self)
+
+
+@cython.final
 cdef class _FdEntry:
     cdef public list watchers
     cdef public int mask
@@ -94,10 +107,12 @@ cdef class EventLoop:
     cpdef _io_start(self, IOWatcher w, bint rearm=*)
     @cython.locals(entry=_FdEntry, mask=int)
     cpdef _io_stop(self, IOWatcher w)
-    @cython.locals(stats=LoopStats, start=double, lat=double, did=bint, fired=Py_ssize_t)
+    @cython.locals(stats=LoopStats, start=double, lat=double, did=bint, fired=Py_ssize_t,
+                   fd=int, bits=int)
     cpdef _tick(self, bint block)
     @cython.locals(entry=_FdEntry, w=IOWatcher)
     cpdef _dispatch_one(self, int fd, int bits)
     cpdef _dispatch_io(self, list events)
     cpdef _run_snapshot(self)
+    cpdef _run_ticks(self, bint once, bint nowait, bint forever)
     cpdef _call(self, fn, tuple args)

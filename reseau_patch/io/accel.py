@@ -1,6 +1,7 @@
 """Compiled hot paths: swap a module's names for those of its Cython-compiled twin.
 
-The loop's hot modules (``io/event_loop.py``, ``hub/io_watcher.py``) are plain Python.
+The loop's hot modules (``io/event_loop.py``, ``hub/io_watcher.py``, ``hub/callbacks.py``)
+are plain Python.
 ``pip install -e .`` also compiles each with Cython (pure-Python mode, typing in the ``.pxd``
 beside it, named after the extension) into an extension with its own name, e.g.
 ``reseau_patch.io._event_loop_c``. The ``.py`` module calls
@@ -30,6 +31,7 @@ __all__ = ["ACCELERATED", "build_problem", "import_c_accel", "pure_python_reques
 ACCELERATED = {
     "reseau_patch.io.event_loop": "reseau_patch.io._event_loop_c",
     "reseau_patch.hub.io_watcher": "reseau_patch.hub._io_watcher_c",
+    "reseau_patch.hub.callbacks": "reseau_patch.hub._callbacks_c",
 }
 
 # Module identity stays the pure module's: only the code and the objects it defines swap.

@@ -753,12 +753,11 @@ class EventLoop:
             if forever or self.alive() or nowait:
                 self._tick(block=not nowait)
             return
-        tick = self._tick
         while not self._stopping:
             # alive(), inlined: this test runs once per tick.
             if not forever and self._refs <= 0 and not self._queued and not self._posted:
                 break
-            tick(True)
+            self._tick(True)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current tick (any thread)."""
@@ -801,7 +800,8 @@ class EventLoop:
         did = bool(events)
         if events:
             if len(events) == 1:
-                self._dispatch_one(*events[0])
+                fd, bits = events[0]  # not *events[0]: compiled, that is a C call
+                self._dispatch_one(fd, bits)
             else:
                 self._dispatch_io(events)
         # Timers due now run in this tick, after IO, in deadline order. Only timers armed
