@@ -114,5 +114,6 @@ cdef class EventLoop:
     cpdef _dispatch_one(self, int fd, int bits)
     cpdef _dispatch_io(self, list events)
     cpdef _run_snapshot(self)
+    cpdef double _poll_timeout(self, bint block) except? -2.0
     cpdef _run_ticks(self, bint once, bint nowait, bint forever)
     cpdef _call(self, fn, tuple args)
