@@ -31,6 +31,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from gevent._ffi.loop import EVENTS
@@ -149,6 +150,8 @@ class ReseauLoop:
         self._pid = os.getpid()
         self._callbacks = CallbackQueue(self)
         self.run_callback = self._callbacks.add  # type: ignore[method-assign] # hot path
+        # Every blocking socket call makes an io watcher: no Python frame in between.
+        self.io = partial(IoWatcher, self)  # type: ignore[method-assign]
         self._signals = SignalDispatcher(self)
         self._children = ChildReaper(self)
         self._fork_watchers: set[ForkWatcher] = set()
@@ -301,6 +304,7 @@ class ReseauLoop:
 
     # ------------------------------------------------------------------ watchers
     def io(self, fd: int, events: int, ref: bool = True, priority: int | None = None) -> IoWatcher:
+        """(Shadowed per instance by ``partial(IoWatcher, self)``, which does exactly this.)"""
         return IoWatcher(self, fd, events, ref, priority)
 
     def timer(self, after: float, repeat: float = 0.0, ref: bool = True,
