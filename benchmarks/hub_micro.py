@@ -33,15 +33,18 @@ TARGETS = {"sleep0": ("<=", 1.1, "sleep(0) vs libev-cext"),
 HEADLINE = ("sleep0", "iteration", "pingpong")
 NOTES = """In-process micro-benchmarks: nothing patched, gevent's own socket module.
 
-Where the pure-Python floor stands (CPU µs per operation, `time.process_time`, best of 7,
-reseau-loop vs libev-cext, same machine): a new io watcher 1.3 vs 0.36; start+stop of a
-watcher 0.7 vs 0.08 (was 1.14 before the parked-restart fast path); one tick of
-`EventLoop.run(once=True)` with one ready fd 1.9, of which the `epoll.poll` call itself is
-0.63; `hub.wait()` on a kept watcher 4.3 vs 2.1; `wait_write` (a new watcher each time,
-one `epoll_ctl` each, as libev does) 7.0 vs 3.0; `sleep(0)` 1.7 vs 1.4. libev's whole
-iteration costs less than our tick's Python alone: the 1.3× iteration target needs the
-loop's tick, dispatch and watcher start/stop compiled (Cython pure-Python mode or mypyc,
-as gevent compiles its own), not further Python tuning."""
+Compiled hot paths (issue #12): `pip install -e .` builds io/event_loop.py, hub/io_watcher.py
+and hub/callbacks.py as Cython extension types (`RESEAU_PATCH_PURE_PYTHON=1` runs the .py).
+CPU µs per operation (`time.process_time`, best of 7 in one process, median of 5 interleaved
+process rounds, 2026-12-06, loaded 2-core machine), compiled / pure Python / libev-cext:
+`wait_write` 3.96 / 6.75 / 3.10 (1.28× / 2.18×); `sleep(0)` 1.41 / 1.69 / 1.35; `hub.wait()`
+on a kept watcher 2.66 / 4.22 / 1.97; a new io watcher + close 0.36 / 1.05 / 0.38; start+stop
+of a kept watcher 0.30 / 0.78 / 0.10. This table's wall-clock ratios move ±10% with the load
+(1.37× and 1.11× in the run of 06:57). What remains above libev: most of the `hub.wait` gap
+is the tick around `epoll_wait` (the Python `EpollPoller.poll` frame building its list of
+tuples, two clock reads for the tick statistics); watcher start/stop still does Python
+set/list/dict calls and an OS-thread check libev does not; and the fcntl(F_GETFD) that makes
+a closed fd fail at watcher creation is one syscall per wait libev does not make."""
 REPEAT = 5
 #: Share of the full counts per measurement (sized for a ~10 minute whole run).
 SCALE = 0.4

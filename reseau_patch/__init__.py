@@ -5,14 +5,30 @@
 ``reseau_patch.hub.loop`` while ``gevent`` itself is still importing.
 """
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["get_original", "is_patched", "patch_all"]
+__all__ = ["compiled", "compiled_status", "get_original", "is_patched", "patch_all"]
+
+
+def compiled_status() -> dict[str, str]:
+    """How each hot module of the loop runs: ``"compiled"`` (its Cython twin, built by
+    ``pip install -e .``) or ``"pure: <why>"``. Imports them (and so gevent)."""
+    from .io import accel
+
+    for name in accel.ACCELERATED:
+        importlib.import_module(name)
+    return accel.status()
+
+
+def compiled() -> bool:
+    """True when every hot module of the loop runs its compiled twin (see compiled_status)."""
+    return all(v == "compiled" for v in compiled_status().values())
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("get_original", "is_patched", "patch_all"):
         from . import patch
 
         return getattr(patch, name)

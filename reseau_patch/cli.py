@@ -104,6 +104,13 @@ def doctor() -> int:
     print(f"hub loop: {type(hub.loop).__module__}.{type(hub.loop).__qualname__}"
           + (f" (io backend {ev.backend})" if ev is not None else ""))
     print(f"hub resolver: {type(hub.resolver).__module__}.{type(hub.resolver).__qualname__}")
+    from . import compiled_status
+
+    states = compiled_status()
+    n = sum(v == "compiled" for v in states.values())
+    print(f"compiled hot paths: {n}/{len(states)}")
+    for mod, state in states.items():
+        print(f"  {mod:<28} {state}")
     print(f"patch_all ran: {is_patched()}")
     # is_patched() answers from what is installed (for ssl: whether SSLContext.wrap_socket
     # returns our socket), not from what was asked for.

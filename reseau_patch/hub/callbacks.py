@@ -12,6 +12,10 @@ Why also a prepare hook while callbacks are pending: libev runs gevent's callbac
 *before* it polls, so they precede the check watchers of the next iteration (gevent's
 ``Event.set`` relies on it). The EventLoop runs its queue after the check hooks, so a
 drain queued from the run-queue phase is also started from the prepare phase.
+
+Compiled as ``reseau_patch.hub._callbacks_c`` (typed by ``_callbacks_c.pxd``; see
+io/accel.py): ``sleep(0)`` and every greenlet switch run through :meth:`CallbackQueue.add`
+and :meth:`CallbackQueue._drain`. Loop thread only, except :meth:`add_threadsafe`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from gevent._ffi.callback import callback
+from gevent._interfaces import ICallback
+from zope.interface import classImplements
 
 from ..io.event_loop import Handle, Hook, LoopThreadError
 
@@ -34,6 +39,47 @@ __all__ = ["CallbackQueue", "callback"]
 
 #: How many callbacks run between two looks at the clock (gevent's libev value).
 CHECK_EVERY = 50
+
+
+class callback:  # noqa: N801 - gevent's name for it (gevent.core.callback)
+    """What ``loop.run_callback`` returns: gevent's ICallback, as ``gevent._ffi.callback``.
+
+    ``pending`` until it starts running; truthy while pending or running (gevent decides
+    from ``bool()`` whether to schedule another); ``stop()`` before it runs cancels it."""
+
+    __slots__ = ("callback", "args")
+
+    def __init__(self, cb: Callable[..., Any], args: tuple) -> None:
+        self.callback = cb
+        self.args = args
+
+    def stop(self) -> None:
+        self.callback = None
+        self.args = None
+
+    def close(self) -> None:
+        self.stop()
+
+    def __bool__(self) -> bool:
+        return self.args is not None
+
+    @property
+    def pending(self) -> bool:
+        return self.callback is not None
+
+    def __repr__(self) -> str:
+        parts = [f"<{type(self).__name__} at 0x{id(self):x}"]
+        if self.callback is not None:
+            parts.append(f"pending callback={self.callback!r}")
+        if self.args is not None:
+            parts.append(f"args={self.args!r}")
+        if self.callback is None and self.args is None:
+            parts.append("stopped")
+        return " ".join(parts) + ">"
+
+
+# Not a decorator: Cython allows none on an extension type.
+classImplements(callback, ICallback)
 
 
 class CallbackQueue:
@@ -129,3 +175,10 @@ class CallbackQueue:
                 self._schedule()
             elif self._prepare.active:
                 self._prepare.stop()
+
+
+# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
+# Python is requested or it was not built (see io/accel.py).
+from ..io.accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "reseau_patch.hub._callbacks_c")

@@ -31,9 +31,9 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from gevent._ffi.callback import callback
 from gevent._ffi.loop import EVENTS
 from gevent._interfaces import ILoop
 from gevent.exceptions import HubDestroyed
@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from ..io.event_loop import MAXPRI, MINPRI, READ, WRITE, EventLoop, Hook
 from . import exit_parking
-from .callbacks import CallbackQueue
+from .callbacks import CallbackQueue, callback
 from .children import ChildReaper, ChildWatcher
 from .signals import SignalDispatcher, SignalWatcher
 from .stat import StatWatcher
@@ -150,6 +150,8 @@ class ReseauLoop:
         self._pid = os.getpid()
         self._callbacks = CallbackQueue(self)
         self.run_callback = self._callbacks.add  # type: ignore[method-assign] # hot path
+        # Every blocking socket call makes an io watcher: no Python frame in between.
+        self.io = partial(IoWatcher, self)  # type: ignore[method-assign]
         self._signals = SignalDispatcher(self)
         self._children = ChildReaper(self)
         self._fork_watchers: set[ForkWatcher] = set()
@@ -302,6 +304,7 @@ class ReseauLoop:
 
     # ------------------------------------------------------------------ watchers
     def io(self, fd: int, events: int, ref: bool = True, priority: int | None = None) -> IoWatcher:
+        """(Shadowed per instance by ``partial(IoWatcher, self)``, which does exactly this.)"""
         return IoWatcher(self, fd, events, ref, priority)
 
     def timer(self, after: float, repeat: float = 0.0, ref: bool = True,

@@ -16,17 +16,16 @@ Contract shared by every watcher (gevent's de-facto one, see ``gevent._interface
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from math import floor as _floor
 from typing import TYPE_CHECKING, Any
 
-from gevent._ffi.loop import EVENTS
 from gevent._interfaces import IWatcher
 from zope.interface import implementer
 
-from ..io.event_loop import Hook, IOWatcher, TimerHandle
+from ..io.event_loop import Hook, TimerHandle
+from .io_watcher import IoWatcher
 
 if TYPE_CHECKING:
     from .loop import ReseauLoop
@@ -42,9 +41,6 @@ __all__ = [
     "TimerWatcher",
     "Watcher",
 ]
-
-_READ_WRITE = 3
-_get_inheritable = os.get_inheritable  # one fcntl(F_GETFD): cheapest validity check
 
 
 @implementer(IWatcher)
@@ -192,120 +188,6 @@ class LoopRefWatcher(Watcher):
     def _deactivate(self) -> None:
         if self._ref:
             self.loop._ev.unref()
-
-
-class IoWatcher(Watcher):
-    """``loop.io(fd, events)``: level-triggered readiness, any number per fd.
-
-    ``start(cb, *args, pass_events=True)`` passes the ready READ/WRITE mask first. A
-    callback that raises stops its watcher (otherwise level-triggering would call it again
-    immediately; gevent's Cython loop does the same).
-    """
-
-    def __init__(self, loop: ReseauLoop, fd: int, events: int, ref: bool = True,
-                 priority: int | None = None) -> None:
-        if fd < 0:
-            raise ValueError(f"fd must be non-negative: {fd!r}")
-        if events & ~_READ_WRITE:
-            raise ValueError(f"illegal event mask: {events!r}")
-        # A closed fd raises OSError(EBADF) here, as with libev: gevent's select.poll
-        # turns that into POLLNVAL and its selectors into ValueError.
-        _get_inheritable(fd)
-        # Watcher.__init__ inlined: every gevent socket wait creates one of these.
-        self.loop = loop
-        self._ref = ref = bool(ref)
-        self._priority = priority = priority or 0
-        self._callback = None
-        self._args = None
-        self._w = IOWatcher(loop._ev, fd, events, priority=priority, ref=ref)
-        self._ready = self._on_ready  # bound once: start() is on the hot path
-        self._fresh = True  # first start re-sends the kernel mask (fd-reuse safety)
-
-    def _handle(self) -> IOWatcher:
-        return self._w
-
-    @property
-    def fd(self) -> int:
-        return self._w.fd
-
-    @fd.setter
-    def fd(self, fd: int) -> None:
-        if self._active:
-            raise AttributeError("io watcher attribute 'fd' is read-only while watcher is active")
-        if fd < 0:
-            raise ValueError(f"fd must be non-negative: {fd!r}")
-        self._w.fd = fd
-        self._fresh = True
-
-    @property
-    def events(self) -> int:
-        return self._w.events
-
-    @events.setter
-    def events(self, events: int) -> None:
-        if self._active:
-            raise AttributeError(
-                "io watcher attribute 'events' is read-only while watcher is active")
-        if events & ~_READ_WRITE:
-            raise ValueError(f"illegal event mask: {events!r}")
-        self._w.events = events
-
-    @property
-    def events_str(self) -> str:
-        e = self._w.events
-        return "|".join(n for b, n in ((1, "READ"), (2, "WRITE")) if e & b)
-
-    @Watcher.priority.setter
-    def priority(self, value: int) -> None:
-        Watcher.priority.fset(self, value)
-        self._w.priority = value or 0
-
-    def start(self, callback: Callable[..., Any], *args: Any, pass_events: bool = False) -> None:
-        if callback is None or not callable(callback):
-            raise TypeError(f"Expected callable, not {callback!r}")
-        if pass_events:
-            args = (EVENTS, *args)
-        self._callback = callback
-        self._args = args
-        if not self._active:
-            # A watcher new to its fd re-sends the kernel mask (libev EV__IOFDSET): the
-            # number may have been closed and reused behind the loop's back.
-            self._w.start(self._ready, rearm=self._fresh)
-            self._fresh = False
-            self._active = True
-
-    def stop(self) -> None:
-        if self._active:
-            self._active = False
-            try:
-                self._w.stop()
-            except OSError:
-                pass  # fd already closed: the kernel forgot it, our tables are updated
-        self._callback = None
-        self._args = None
-
-    close = stop  # gevent closes every wait's watcher right after stopping it
-
-    def _on_ready(self, revents: int) -> None:
-        cb = self._callback
-        if cb is None:
-            return
-        args = self._args
-        if args and args[0] is EVENTS:
-            args = ((revents & _READ_WRITE) or _READ_WRITE, *args[1:])
-        try:
-            cb(*args)
-        except BaseException:  # noqa: BLE001
-            self.stop()
-            self.loop.handle_error(self, *sys.exc_info())
-
-    def _feed(self) -> None:
-        """Deliver a synthetic event (``closing_fd``) if still active."""
-        if self._active:
-            self._on_ready(self._w.events)
-
-    def _format(self) -> str:
-        return f" fd={self._w.fd} events={self.events_str}"
 
 
 class TimerWatcher(Watcher):

@@ -33,7 +33,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .poller import ERROR, READ, WRITE, make_poller
@@ -93,25 +92,36 @@ class LoopThreadError(RuntimeError):
     """A loop-only operation was called from a thread that does not own the loop."""
 
 
-@dataclass
 class LoopStats:
-    """Counters a loop keeps about itself; readable from any thread (values may lag)."""
+    """Counters a loop keeps about itself; readable from any thread (values may lag).
 
-    ticks: int = 0
-    callbacks_run: int = 0
-    timers_fired: int = 0
-    io_events: int = 0
-    wakeups: int = 0
-    tick_latency_last: float = 0.0
-    tick_latency_max: float = 0.0
-    tick_latency_total: float = 0.0
-    extra: dict[str, int] = field(default_factory=dict)
+    A plain class rather than a dataclass: the compiled loop types it (a C struct bumped
+    every tick, see _event_loop_c.pxd)."""
+
+    __slots__ = ("ticks", "callbacks_run", "timers_fired", "io_events", "wakeups",
+                 "tick_latency_last", "tick_latency_max", "tick_latency_total", "extra")
+    _COUNTERS = ("ticks", "callbacks_run", "timers_fired", "io_events", "wakeups",
+                 "tick_latency_last", "tick_latency_max", "tick_latency_total")
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.callbacks_run = 0
+        self.timers_fired = 0
+        self.io_events = 0
+        self.wakeups = 0
+        self.tick_latency_last = 0.0
+        self.tick_latency_max = 0.0
+        self.tick_latency_total = 0.0
+        self.extra: dict[str, int] = {}
 
     def snapshot(self) -> dict[str, float]:
         """A plain dict copy, for printing."""
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d: dict[str, float] = {k: getattr(self, k) for k in self._COUNTERS}
         d.update(self.extra)
         return d
+
+    def __repr__(self) -> str:
+        return f"LoopStats({', '.join(f'{k}={v!r}' for k, v in self.snapshot().items())})"
 
 
 class Handle:
@@ -186,7 +196,7 @@ class IOWatcher:
         self.ref = ref
         self.active = False
 
-    def start(self, callback: Callable[[int], Any], *, rearm: bool = False) -> None:
+    def start(self, callback: Callable[[int], Any], rearm: bool = False) -> None:
         """Begin watching (loop-only). Restarting an active watcher only swaps the callback.
 
         ``rearm=True`` re-sends the fd's interest mask to the kernel even when it looks
@@ -743,12 +753,11 @@ class EventLoop:
             if forever or self.alive() or nowait:
                 self._tick(block=not nowait)
             return
-        tick = self._tick
         while not self._stopping:
             # alive(), inlined: this test runs once per tick.
             if not forever and self._refs <= 0 and not self._queued and not self._posted:
                 break
-            tick(True)
+            self._tick(True)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current tick (any thread)."""
@@ -791,7 +800,8 @@ class EventLoop:
         did = bool(events)
         if events:
             if len(events) == 1:
-                self._dispatch_one(*events[0])
+                fd, bits = events[0]  # not *events[0]: compiled, that is a C call
+                self._dispatch_one(fd, bits)
             else:
                 self._dispatch_io(events)
         # Timers due now run in this tick, after IO, in deadline order. Only timers armed
@@ -993,3 +1003,10 @@ class EventLoop:
         state = "closed" if self._closed else ("running" if self._running else "idle")
         return (f"<EventLoop {self.backend} {state} owner={self._owner} refs={self._refs} "
                 f"fds={len(self._fds) - len(self._parked)}>")
+
+
+# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
+# Python is requested or it was not built (see io/accel.py).
+from .accel import import_c_accel  # noqa: E402
+
+import_c_accel(globals(), "reseau_patch.io._event_loop_c")
