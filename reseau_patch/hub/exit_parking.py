@@ -54,7 +54,8 @@ def _park_all() -> None:
     alive = sys._current_frames().keys()
     acks = []
     for loop in list(_loops):
-        if loop.closed or not loop.running or loop._owner == me or loop._owner not in alive:
+        owner = loop.owner_thread
+        if loop.closed or not loop.running or owner == me or owner not in alive:
             continue
         ack = _allocate_lock()  # raw locks: threading may be patched into greenlets
         ack.acquire()

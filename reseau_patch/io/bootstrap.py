@@ -181,7 +181,7 @@ class ClientBootstrap:
                           handler_factory: HandlerFactory, on_setup: SetupCallback,
                           on_shutdown: ShutdownCallback | None = None) -> HappyEyeballs:
         """Race an already resolved, ordered list of ``(family, sockaddr)`` (loop-only)."""
-        self.loop._check_thread("ClientBootstrap.connect_addresses")
+        self.loop.check_thread("ClientBootstrap.connect_addresses")
         he = self._racer(None, handler_factory, on_setup, on_shutdown)
         he.start_targets([Target(family, addr) for family, addr in addresses])
         return he
@@ -383,7 +383,7 @@ class ServerBootstrap:
         ``tls``, ``on_incoming`` runs only for connections whose handshake succeeded;
         failed handshakes are kept in ``listener.tls_setup.handshake_errors``.
         """
-        self.loop._check_thread("ServerBootstrap.listen")
+        self.loop.check_thread("ServerBootstrap.listen")
         tls_setup = None
         if tls is not None:
             tls_setup = TlsServerSetup(tls, handler_factory, on_incoming, on_shutdown)

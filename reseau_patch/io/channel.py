@@ -331,7 +331,7 @@ class Channel:
     # -------------------------------------------------------------- helpers
     def _check(self, what: str) -> None:
         if not self.loop.is_loop_thread():
-            self.loop._check_thread(f"Channel.{what}")
+            self.loop.check_thread(f"Channel.{what}")
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon, from any thread."""

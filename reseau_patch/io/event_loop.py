@@ -23,9 +23,10 @@ Contract (who may call what, and in which order callbacks come):
 
 from __future__ import annotations
 
-import _thread
 import errno
 import heapq
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import threading
@@ -55,24 +56,25 @@ MAXPRI = 2
 _monotonic = time.monotonic
 
 
-def _unpatched(module: str, name: str, current: Any) -> Any:
-    """``module.name`` as it was before gevent's monkey-patching, if gevent patched it.
+def _fresh_thread_module() -> Any:
+    """A new instance of the builtin ``_thread`` module (multi-phase init makes one per call).
 
-    Why: the loop's own lock must block the OS thread (the gevent hub itself takes it, and
-    a gevent lock would try to switch out of the hub), and thread ownership must be per
-    OS thread, not per greenlet. No gevent import here: only a module already loaded.
+    Why: the loop's own lock must block the OS thread (a green library's hub takes it, and a
+    green lock would try to switch out of the hub), and thread ownership is per OS thread,
+    not per greenlet. A green library may have replaced the imported module's attributes
+    (gevent.monkey does) before this module is imported; a fresh instance has the C
+    functions, and asking for it names no such library.
     """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        try:
-            return monkey.get_original(module, name)
-        except Exception:  # noqa: BLE001 - fall back to what we have
-            pass
-    return current
+    spec = importlib.machinery.BuiltinImporter.find_spec("_thread")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # initializes its state (the lock type lives there)
+    return module
 
 
-_get_ident = _unpatched("_thread", "get_ident", _thread.get_ident)
-_allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
+#: ``_thread`` with the OS originals, whatever has been patched (layers above use it too).
+os_thread = _fresh_thread_module()
+_get_ident = os_thread.get_ident
+_allocate_lock = os_thread.allocate_lock
 
 
 def os_lock() -> Any:
@@ -166,7 +168,7 @@ class TimerHandle:
         """Forget the timer; cheap, idempotent, loop-only."""
         if self._armed:
             if _get_ident() != self._loop._owner:
-                self._loop._check_thread("TimerHandle.cancel")
+                self._loop.check_thread("TimerHandle.cancel")
             self._armed = False
             self.cancelled = True
             self._loop._timer_disarmed(self)
@@ -272,7 +274,7 @@ class Hook:
         self.priority = priority
 
     def start(self, callback: Callable[[], Any]) -> None:
-        self.loop._check_thread("Hook.start")
+        self.loop.check_thread("Hook.start")
         self.callback = callback
         if not self.active:
             self.active = True
@@ -282,7 +284,7 @@ class Hook:
 
     def stop(self) -> None:
         if self.active:
-            self.loop._check_thread("Hook.stop")
+            self.loop.check_thread("Hook.stop")
             self.active = False
             self.loop._hooks[self.kind].remove(self)
             if self.ref:
@@ -359,7 +361,9 @@ class EventLoop:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ thread rules
-    def _check_thread(self, what: str) -> None:
+    def check_thread(self, what: str) -> None:
+        """Raise :class:`LoopThreadError` naming ``what`` unless the caller is the loop's
+        thread (for loop-only operations of the layers above)."""
         if _get_ident() != self._owner:
             raise LoopThreadError(
                 f"{what} is loop-only: it must run on the thread that runs this EventLoop (thread "
@@ -370,6 +374,11 @@ class EventLoop:
     def is_loop_thread(self) -> bool:
         """True when the caller may use loop-only operations."""
         return _get_ident() == self._owner
+
+    @property
+    def owner_thread(self) -> int:
+        """``_thread.get_ident()`` of the thread that owns (runs) this loop."""
+        return self._owner
 
     @property
     def running(self) -> bool:
@@ -393,7 +402,7 @@ class EventLoop:
     def call_soon(self, fn: Callable[..., Any], *args: Any, priority: int = 0) -> Handle:
         """Queue ``fn(*args)`` for the next snapshot of the run queue (loop-only)."""
         if _get_ident() != self._owner:
-            self._check_thread("call_soon")
+            self.check_thread("call_soon")
         h = Handle(fn, args)
         if not MINPRI <= priority <= MAXPRI:  # clamp like libev; never wrap the index
             priority = MINPRI if priority < MINPRI else MAXPRI
@@ -459,7 +468,7 @@ class EventLoop:
                 ref: bool = True) -> TimerHandle:
         """Run ``fn(*args)`` once at loop time ``when`` (loop-only)."""
         if _get_ident() != self._owner:
-            self._check_thread("call_at")
+            self.check_thread("call_at")
         t = TimerHandle(self, when, fn, args, ref)
         self._timer_seq += 1
         t._seq = self._timer_seq
@@ -481,7 +490,7 @@ class EventLoop:
     # ------------------------------------------------------------------ io
     def _io_start(self, w: IOWatcher, rearm: bool = False) -> None:
         if _get_ident() != self._owner:
-            self._check_thread("IOWatcher.start")
+            self.check_thread("IOWatcher.start")
         if self._closed:
             raise RuntimeError("EventLoop is closed")
         entry = self._fds.get(w.fd)
@@ -524,7 +533,7 @@ class EventLoop:
 
     def _io_stop(self, w: IOWatcher) -> None:
         if _get_ident() != self._owner:
-            self._check_thread("IOWatcher.stop")
+            self.check_thread("IOWatcher.stop")
         w.active = False
         if w.ref:
             self._refs -= 1
@@ -563,7 +572,7 @@ class EventLoop:
         re-adds it to the kernel, which is what makes fd-number reuse safe (libev's
         ``EV__IOFDSET``). Returns True if watchers are still active on it.
         """
-        self._check_thread("closing_fd")
+        self.check_thread("closing_fd")
         entry = self._fds.get(fd)
         if entry is None:
             return False
@@ -729,7 +738,7 @@ class EventLoop:
         if self._running:
             if not reentrant:
                 raise RuntimeError("EventLoop.run() re-entered: the loop is already running")
-            self._check_thread("run (nested)")
+            self.check_thread("run (nested)")
             outer_stopping = self._stopping
             self._stopping = False
             try:
@@ -963,7 +972,7 @@ class EventLoop:
             return
         if self._running:
             raise RuntimeError("cannot close a running EventLoop; stop() it first")
-        self._check_thread("close")
+        self.check_thread("close")
         with self._post_lock:
             self._closed = True
             self._posted.clear()

@@ -109,7 +109,7 @@ class HappyEyeballs:
     # ------------------------------------------------------------------ resolution
     def start(self, host: str, port: int) -> None:
         """Resolve ``host`` and race its addresses (loop-only)."""
-        self.loop._check_thread("HappyEyeballs.start")
+        self.loop.check_thread("HappyEyeballs.start")
         self._port = port
         lit = literal_address(host, port)
         if lit is not None:
@@ -205,7 +205,7 @@ class HappyEyeballs:
     # ------------------------------------------------------------------ attempts
     def start_targets(self, targets: list[Target]) -> None:
         """Race an already ordered list of targets (loop-only)."""
-        self.loop._check_thread("HappyEyeballs.start_targets")
+        self.loop.check_thread("HappyEyeballs.start_targets")
         self._started = True
         self._pending.extend(targets)
         self._next_attempt()

@@ -250,7 +250,7 @@ class Socket:
         On failure or timeout the socket is closed before the callback runs. ``address``
         must be numeric: name resolution is the bootstrap's job.
         """
-        self.loop._check_thread("Socket.connect")
+        self.loop.check_thread("Socket.connect")
         self._require_open()
         if self.state not in (SocketState.INIT, SocketState.BOUND):
             raise os_error(errno.EISCONN if self.state is SocketState.CONNECTED else errno.EINVAL,
@@ -305,7 +305,7 @@ class Socket:
     def start_accept(self, on_accept: Callable[[Socket | None, OSError | None], None]) -> None:
         """Accept connections as they come (loop-only): ``on_accept(sock, None)`` for each,
         ``on_accept(None, err)`` for a resource error such as EMFILE (accepting continues)."""
-        self.loop._check_thread("Socket.start_accept")
+        self.loop.check_thread("Socket.start_accept")
         if self.state is not SocketState.LISTENING:
             raise os_error(errno.EINVAL, f"accept in state {self.state.value}; listen first")
         self._accept_cb = on_accept
@@ -384,7 +384,7 @@ class Socket:
         marker: it completes once everything queued before it is on the wire.
         """
         if not self.loop.is_loop_thread():
-            self.loop._check_thread("Socket.write")
+            self.loop.check_thread("Socket.write")
         if self.state is SocketState.CLOSED:
             raise os_error(errno.EBADF, "socket is closed")
         if self._write_shut or self._shut_wr_pending:
@@ -427,7 +427,7 @@ class Socket:
 
         Unlike an empty ``write`` it is allowed after ``shutdown(SHUT_WR)``.
         """
-        self.loop._check_thread("Socket.when_flushed")
+        self.loop.check_thread("Socket.when_flushed")
         if self._writes:
             self._writes.append([memoryview(b""), callback, 0])
         else:
@@ -516,7 +516,7 @@ class Socket:
         if self.state is SocketState.CLOSED:
             return
         if not self.loop.closed:
-            self.loop._check_thread("Socket.close")
+            self.loop.check_thread("Socket.close")
         cancelled = os_error(errno.ECANCELED, "socket closed")
         if self._writes:
             self._fail_writes(cancelled)

@@ -302,7 +302,7 @@ class TCPServer:
         if self._listener is None:
             raise os_error(errno.EINVAL, "accept before listen")
         if not loop.is_loop_thread():
-            loop._check_thread("TCPServer.accept")
+            loop.check_thread("TCPServer.accept")
         while not self._ready:
             if self._accept_error is not None:
                 err, self._accept_error = self._accept_error, None

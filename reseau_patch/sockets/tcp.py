@@ -235,7 +235,7 @@ class TCPSocket(ChannelHandler):
     # ================================================================ blocking half
     def _check_thread(self, what: str) -> None:
         if not self._loop.is_loop_thread():
-            self._loop._check_thread(f"TCPSocket.{what}")
+            self._loop.check_thread(f"TCPSocket.{what}")
 
     def _deadline(self) -> float | None:
         return None if self._timeout is None else time.monotonic() + self._timeout

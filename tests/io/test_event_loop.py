@@ -986,3 +986,23 @@ def test_parked_fd_restart_by_the_same_watcher_costs_no_syscall(monkeypatch):
         loop.close()
         a.close()
         b.close()
+
+
+def test_os_primitives_when_imported_after_gevent_patched_thread():
+    """The loop's lock and owner thread are the OS's even when gevent.monkey replaced
+    ``_thread``'s functions first (io/ captures fresh originals, naming no gevent)."""
+    import json
+    import subprocess
+    import sys
+
+    scenario = os.path.join(os.path.dirname(__file__), "scenarios",
+                            "os_primitives_after_patch.py")
+    proc = subprocess.run([sys.executable, scenario], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"patched_lock_is_green": True, "os_lock_type": "lock",
+                      "os_lock_module": "_thread",
+                      "ident_is_builtin": "builtin_function_or_method",
+                      "pool_thread_start_is_builtin": "builtin_function_or_method",
+                      "owner_is_os_thread": True}

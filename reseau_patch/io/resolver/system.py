@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import _queue
 import _socket
-import _thread
 import encodings.idna  # noqa: F401 - see below
 import ipaddress
 import os
@@ -20,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..event_loop import EventLoop, _unpatched
+from ..event_loop import EventLoop, os_thread
 from .base import AF_INET, AF_INET6, BaseResolver, DNSError, HostAddress, LookupCallback, Reply
 
 __all__ = ["SystemResolver", "WorkerPool"]
@@ -30,8 +29,8 @@ __all__ = ["SystemResolver", "WorkerPool"]
 # lock, which gevent's patched _thread makes a green lock, and a green lock touched on a
 # worker thread builds a hub (and a loop's fds) for that thread that nothing destroys.
 # The OS originals even when this module is first imported after gevent patched _thread.
-_start_new_thread = _unpatched("_thread", "start_new_thread", _thread.start_new_thread)
-_allocate_lock = _unpatched("_thread", "allocate_lock", _thread.allocate_lock)
+_start_new_thread = os_thread.start_new_thread
+_allocate_lock = os_thread.allocate_lock
 _SimpleQueue = _queue.SimpleQueue
 _Empty = _queue.Empty
 
