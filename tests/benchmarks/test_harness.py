@@ -138,3 +138,20 @@ def test_aggregate_best_median_and_ratio_follow_each_metrics_direction() -> None
            "machine": harness.machine(), "workload": agg}
     text = "\n".join(report.workload_table(doc))
     assert "| sleep(0), µs ↓ | 3.00 (1.00×) | 3.00 (1.00×) | — | — | — |" in text
+
+
+def test_readme_headline_is_the_committed_results_headline(tmp_path: Path) -> None:
+    """The README's table is regenerated with RESULTS.md, between its markers, from the
+    saved JSON; what surrounds the markers is kept. The committed pair agrees."""
+    docs = harness.load_saved(ROOT / "benchmarks" / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+    assert report.update_readme(docs, readme)
+    text = readme.read_text()
+    table = "\n".join(report.headline(docs))
+    assert text == f"before\n{report.README_START}\n{table}\n{report.README_END}\nafter\n"
+    assert table in (ROOT / "README.md").read_text()
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    assert not report.update_readme(docs, plain)
+    assert plain.read_text() == "no markers\n"
