@@ -213,6 +213,19 @@ def test_starttls_enters_direct_mode_after_the_handshake(run, certs):
     run(body)
 
 
+def _direct_pair(kind: str, certs):
+    """A connected (client, server) pair whose client is in ``kind`` mode."""
+    if kind == "direct":
+        port, srv = S.listenany()
+        c = S.connect(port)
+        s = srv.accept()
+        srv.close()
+        return c, s
+    c, s = _pair(certs)
+    _go_direct(c)
+    return c, s
+
+
 def _parked_exceptions() -> list[BaseException]:
     gc.collect()
     return [o for o in gc.get_objects() if isinstance(o, BlockingIOError)]
@@ -223,14 +236,7 @@ def test_an_idle_parked_reader_keeps_no_exception_alive(run, certs, kind):
     """Memory per idle connection: the reader parks outside its ``except`` block."""
 
     def body():
-        if kind == "direct":
-            port, srv = S.listenany()
-            c = S.connect(port)
-            s = srv.accept()
-            srv.close()
-        else:
-            c, s = _pair(certs)
-            _go_direct(c)
+        c, s = _direct_pair(kind, certs)
         try:
             assert c.mode == kind
             before = len(_parked_exceptions())
@@ -255,14 +261,7 @@ def test_an_idle_parked_reader_holds_no_receive_buffer(run, certs, kind):
     consumed and the reader parks for the kernel again (TLS: none is taken for the wait)."""
 
     def body():
-        if kind == "direct":
-            port, srv = S.listenany()
-            c = S.connect(port)
-            s = srv.accept()
-            srv.close()
-        else:
-            c, s = _pair(certs)
-            _go_direct(c)
+        c, s = _direct_pair(kind, certs)
         try:
             assert c.mode == kind
             s.write(b"a" * 50_000 + b"\n")
