@@ -492,14 +492,18 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         # objects were open keeps its fd until the last of them closes; when both die in one
         # garbage cycle (a TLS socket is in one with its channel) the order is arbitrary, so
         # close that fd silently. A socket never closed gets the stdlib's ResourceWarning.
+        # As the C finalizer: the fd is closed even when the warning raises (warnings as
+        # errors, as urllib3's suite runs); the raise then reports as unraisable.
         if _c_fileno(self) < 0:
             return
-        if not getattr(self, "_closed", False):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
         try:
-            _socket.socket.close(self)
-        except OSError:
-            pass
+            if not getattr(self, "_closed", False):
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+        finally:
+            try:
+                _socket.socket.close(self)
+            except OSError:
+                pass
 
     def _before_close(self) -> None:
         fd = _c_fileno(self)

@@ -23,6 +23,7 @@ SOCKET_CASES = [
     "getnameinfo_keeps_no_reference",
     "create_connection_uses_a_replaced_socket_class",
     "create_connection_to_an_ip_literal",
+    "unclosed_socket_finalizer_closes_the_fd_even_if_the_warning_raises",
     "string_ports_and_service_names",
     "resolver_threads_are_real_threads",
     "iterable_arguments_survive_a_wait",

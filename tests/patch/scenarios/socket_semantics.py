@@ -284,6 +284,33 @@ def create_connection_to_an_ip_literal():
     assert len(os.listdir("/proc/self/fd")) == fds, "create_connection leaked an fd"
 
 
+def unclosed_socket_finalizer_closes_the_fd_even_if_the_warning_raises():
+    """As the C finalizer: an unclosed socket's fd is closed when it is collected, also
+    when ResourceWarning is an error (urllib3's suite runs so); the raise is unraisable."""
+    import gc
+    import warnings
+
+    seen = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: seen.append(u.exc_type)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            s = socket.socket()
+            fd = s.fileno()
+            del s
+            gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert seen == [ResourceWarning], seen
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        assert e.errno == errno.EBADF, e
+    else:
+        raise AssertionError(f"fd {fd} of the collected socket is still open")
+
+
 def string_ports_and_service_names():
     import http.client
     import smtplib
