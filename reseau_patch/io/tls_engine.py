@@ -251,33 +251,17 @@ class TlsEngine:
         OpenSSL gives one record per read; this goes on while the buffer has room and
         ciphertext is buffered, without a driver round trip per record. Raises as
         :meth:`read_into` when it read nothing; an error met after some bytes were read
-        is kept, and the next read raises it. (The bulk receive path: one frame, so
-        :meth:`read_into`'s body is repeated here rather than called.)
+        is kept, and the next read raises it.
         """
-        if self._deferred is not None:
-            self._raise_deferred()
-        read = self._sslobj.read
-        try:
-            got = read(n, buffer)
-        except ssl.SSLWantReadError:
-            raise
-        except ssl.SSLZeroReturnError:
-            self._close_received()
-            raise
-        except (ssl.SSLError, OSError) as exc:
-            self._fail(exc)
-            raise
-        if not got:
-            if n > 0 or len(buffer):
-                self._close_received()
-            return got
+        got = self.read_into(buffer, n)
         incoming = self._in
-        if not incoming.pending:
+        if not got or not incoming.pending:
             return got
         view = memoryview(buffer)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         size = view.nbytes if n <= 0 or n > view.nbytes else n
+        read = self._sslobj.read
         while got < size and incoming.pending:
             try:
                 k = read(size - got, view[got:size])
