@@ -74,6 +74,7 @@ _c_recvfrom = _C.recvfrom
 _c_recvfrom_into = _C.recvfrom_into
 _c_send = _C.send
 _c_sendto = _C.sendto
+_c_connect = _C.connect
 _c_connect_ex = _C.connect_ex
 _c_accept = _C._accept
 _c_setblocking = _C.setblocking
@@ -89,6 +90,25 @@ _INPROGRESS = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 
 def _ebadf() -> OSError:
     return OSError(errno.EBADF, "Bad file descriptor")
+
+
+def byte_view(data: Any) -> memoryview:
+    """``data`` as unsigned bytes, with the C methods' ``TypeError`` for what is not
+    bytes-like (``memoryview()`` names itself in its message; ``send`` does not)."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    return view if view.itemsize == 1 and view.ndim == 1 else view.cast("B")
+
+
+def _c_long(value: Any) -> int:
+    """``value`` as the C methods' ``PyLong_AsLong`` reads it, with its errors."""
+    n = operator.index(value)
+    if not -(1 << 63) <= n < (1 << 63):
+        raise OverflowError("Python int too large to convert to C long")
+    return n
 
 
 #: Plain int/float timeouts already parsed -> the C parser's answer (urllib3 sets the same
@@ -210,7 +230,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         return self._rp_timeout
 
     def setblocking(self, flag: bool) -> None:
-        self._rp_timeout = None if flag else 0.0
+        self._rp_timeout = None if _c_long(flag) else 0.0
         self._rp_apply_timeout()
 
     def getblocking(self) -> bool:
@@ -338,7 +358,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         if dw is None:
             return _C.sendall(self, data, flags)  # the stdlib's TypeError
         f, once = dw
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         deadline = self._deadline()
         total = len(view)
         sent = 0
@@ -437,7 +457,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
 
     def connect_ex(self, address: Any) -> int:
         try:
-            self._connect(address)
+            self._connect(address, _c_connect_ex)
         except TimeoutError:
             return errno.ETIMEDOUT
         except OSError as exc:
@@ -447,14 +467,28 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         return 0
 
     def connect(self, address: Any) -> None:
-        self._connect(address)
+        self._connect(address, _c_connect)
 
-    def _connect(self, address: Any) -> None:
+    def _connect(self, address: Any, op: Any) -> None:
+        """Connect as the C ``op`` (``connect`` or ``connect_ex``: its argument errors name
+        it) would, waiting on the loop instead of in the kernel.
+
+        Linux keeps a socket whose non-blocking connect completed "connecting" until the
+        next connect(2), which returns 0; later ones say EISCONN (net/ipv4/af_inet.c,
+        ``__inet_stream_connect``). The stdlib's blocking connect leaves it connected and
+        its timeout connect leaves it connecting, so a blocking socket gets that one extra
+        connect(2) here: connecting it again is EISCONN, as in the stdlib.
+        """
         self._check_open()
         address = self._resolve(address)
         deadline = self._deadline()
-        code = self._nonblocking_call(_c_connect_ex, address)
-        if code == 0 or code == errno.EISCONN:
+        try:
+            code = self._nonblocking_call(op, address) or 0
+        except OSError as exc:  # C connect: EINPROGRESS is a BlockingIOError
+            if exc.errno is None or isinstance(exc, _socket.gaierror):
+                raise
+            code = exc.errno
+        if code == 0:
             return
         if code not in _INPROGRESS:
             raise OSError(code, os.strerror(code))
@@ -464,16 +498,16 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         # EINPROGRESS: one getpeername spares the loop round trip of a wait.
         try:
             _c_getpeername(self)
-            return
+            code = 0
         except OSError:
             pass  # pending, or failed: the wait below and SO_ERROR tell which
-        while True:
+        while code:
             self._wait(WRITE, deadline)
             code = _c_getsockopt(self, _socket.SOL_SOCKET, _socket.SO_ERROR)
-            if code == 0:
-                return
-            if code not in _INPROGRESS:
+            if code and code not in _INPROGRESS:
                 raise OSError(code, os.strerror(code))
+        if self._rp_timeout is None:
+            self._nonblocking_call(_c_connect_ex, address)  # 0: now "connected"
 
     def _accept(self) -> tuple[int, Any]:
         return self._io(GreenSocket._nonblocking_call, READ, _c_accept)

@@ -38,7 +38,7 @@ from typing import Any
 from gevent.monkey import get_original
 
 from ..io.tls_engine import TlsEngine
-from .green_socket import GreenSocket, _yield_to_hub
+from .green_socket import GreenSocket, _yield_to_hub, byte_view
 from .waiting import READ, WRITE, FdWaits
 
 __all__ = ["ReseauSSLSocket", "install", "uninstall"]
@@ -291,9 +291,7 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def _rp_push(self, engine: TlsEngine, data: Any, everything: bool) -> int:
         """Encrypt and send ``data``: all of it (blocking), or one chunk that the kernel
         or ``_rp_out`` took (non-blocking; ``SSLWantWriteError`` if neither can)."""
-        view = memoryview(data)
-        if view.itemsize != 1 or view.ndim != 1:
-            view = view.cast("B")
+        view = byte_view(data)
         total = len(view)
         nonblocking = self._rp_timeout == 0.0
         done = 0
@@ -369,9 +367,12 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
     def do_handshake(self, block: bool = False) -> None:
         self._check_connected()
         engine = self._rp_engine
-        if engine is None:
-            self._sslobj.do_handshake()  # the stdlib's error for a closed socket
         timeout = self._rp_timeout
+        if engine is None:  # closed or unwrapped: the stdlib's errors, in its order
+            try:
+                self._sslobj.do_handshake()  # AttributeError: no TLS
+            finally:
+                self.settimeout(timeout)  # on a closed socket, EBADF replaces it
         self._rp_handshake(engine, None if timeout == 0.0 and block else timeout)
 
     def _real_connect(self, addr: Any, connect_ex: bool) -> int | None:
@@ -457,9 +458,10 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
         if flags != 0:
             raise ValueError(
                 f"non-zero flags not allowed in calls to sendall() on {self.__class__}")
+        view = memoryview(data)  # the stdlib's sendall makes one: its TypeError message
         if not engine.handshake_done:
             self._rp_handshake(engine, self._rp_timeout)
-        self._rp_push(engine, data, True)
+        self._rp_push(engine, view, True)
         return None
 
     def unwrap(self) -> ReseauSSLSocket:

@@ -86,7 +86,7 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
         raise err
     family = int(sock.options.domain)
     fd = sock.detach()
-    green = GreenSocket(family, _socket.SOCK_STREAM, 0, fileno=fd)
+    green = GreenSocket(family, _socket.SOCK_STREAM, _socket.IPPROTO_TCP, fileno=fd)
     green.settimeout(timeout)
     return green
 
@@ -105,7 +105,7 @@ def _literal_family(host: str) -> int:
 def _connect_one(cls: Any, family: int, host: str, port: int, timeout: float | None,
                  source_address: Any, all_errors: bool) -> Any:
     """The stdlib's create_connection loop for its one address: errors as it raises them."""
-    sock = cls(family, _socket.SOCK_STREAM, 0)
+    sock = cls(family, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)  # getaddrinfo's proto
     try:
         sock.settimeout(timeout)
         if source_address:

@@ -32,6 +32,17 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 NO_THREAD = ("--no-thread", "--no-aggressive", "--no-queue")
 
 
+def run_script(name: str, *flags: str, patched: bool = True, timeout: float = 120.0) -> str:
+    """stdout of ``scenarios/<name>`` under ``reseau_patch run [flags]`` (or plain python
+    with ``patched=False``); fails with its output unless it exits 0."""
+    script = str(SCENARIOS / name)
+    cmd = [sys.executable, "-W", "error::DeprecationWarning"]
+    cmd += ["-m", "reseau_patch", "run", *flags, script] if patched else [script]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
 @pytest.fixture
 def run_scenario():
     """Run ``scenarios/<name>.py case`` under ``reseau_patch run [flags]`` (or plain python

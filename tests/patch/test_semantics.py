@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import NO_THREAD
+from .conftest import NO_THREAD, run_script
 
 MODES = [pytest.param((), id="default"), pytest.param(NO_THREAD, id="nothread")]
 
@@ -35,6 +35,23 @@ SOCKET_CASES = [
 @pytest.mark.parametrize("case", SOCKET_CASES)
 def test_socket_semantics(run_scenario, case: str, flags: tuple[str, ...]) -> None:
     run_scenario("socket_semantics", case, *flags)
+
+
+@pytest.fixture(scope="module")
+def stdlib_bad_input() -> str:
+    return run_script("bad_input_transcript.py", patched=False)
+
+
+@pytest.mark.parametrize("flags", MODES)
+def test_bad_input_transcript_matches_the_stdlib(stdlib_bad_input, flags) -> None:
+    """Bad arguments and calls in the wrong state on plain and TLS sockets (bad buffers,
+    sizes, timeouts, blocking flags, addresses; connecting twice; every call after close):
+    the same exceptions with the same messages as the stdlib, line for line."""
+    ours = run_script("bad_input_transcript.py", *flags)
+    assert ours.splitlines() == stdlib_bad_input.splitlines()
+    assert "plain setblocking str -> TypeError: 'str' object cannot be interpreted" in ours
+    assert "timeout=None connect again -> OSError: [Errno 106]" in ours
+    assert ours.rstrip().endswith("done")
 
 
 @pytest.mark.parametrize("flags", MODES)

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-NO_THREAD = ("--no-thread", "--no-aggressive", "--no-queue")
-
-
-def run(name: str, *flags: str, patched: bool = True, timeout: float = 120.0) -> str:
-    script = str(SCENARIOS / name)
-    cmd = [sys.executable, "-W", "error::DeprecationWarning"]
-    cmd += ["-m", "reseau_patch", "run", *flags, script] if patched else [script]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    return proc.stdout
+from .conftest import NO_THREAD, SCENARIOS
+from .conftest import run_script as run
 
 
 def test_requests_https_runs_on_the_engine():
