@@ -156,31 +156,56 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _seconds(timeout: Any, what: str) -> float | None:
-    """Validate a timeout as the stdlib does: float or int (``__index__``), else TypeError."""
-    if timeout is None:
-        return None
+_NS_MIN, _NS_MAX = -(1 << 63), (1 << 63) - 1  # _PyTime_t: int64 nanoseconds
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _timeout_ns(timeout: Any, what: str, unit: int) -> int:
+    """A timeout in seconds (``unit`` 10**9) or milliseconds (10**6), as nanoseconds, read
+    as CPython's ``_PyTime_From(Milli)SecondsObject`` reads it (rounded away from zero),
+    with its errors: a float (NaN: ValueError) or an ``__index__`` int, else TypeError."""
     if isinstance(timeout, float):
         if math.isnan(timeout):
             raise ValueError("Invalid value NaN (not a number)")
-        value = timeout
-    else:
-        try:
-            value = operator.index(timeout)
-        except TypeError:
-            raise TypeError(f"timeout must be {what} or None") from None
-    if abs(value) > 2**62 / 1e9:
-        raise OverflowError("timestamp out of range for platform time_t")
-    return float(value)
+        d = timeout * unit
+        if not -9.223372036854775808e18 <= d < 9.223372036854775808e18:
+            raise OverflowError("timestamp out of range for platform time_t")
+        return math.ceil(d) if d >= 0 else math.floor(d)
+    try:
+        n = operator.index(timeout)
+    except TypeError:
+        raise TypeError(f"timeout must be {what} or None") from None
+    if not _NS_MIN <= n * unit <= _NS_MAX:
+        raise OverflowError("timestamp too large to convert to C _PyTime_t")
+    return n * unit
+
+
+def _ms(ns: int, ceiling: bool) -> int:
+    """Whole milliseconds for poll(2)/epoll_wait(2): ``OverflowError`` beyond a C int."""
+    ms = -(-ns // 10**6) if ceiling or ns >= 0 else ns // 10**6
+    if not _INT_MIN <= ms <= _INT_MAX:
+        raise OverflowError("timeout is too large")
+    return ms
+
+
+def _as_list(objs: Any) -> list:
+    try:
+        it = iter(objs)
+    except TypeError:
+        raise TypeError("arguments 1-3 must be sequences") from None
+    return list(it)
 
 
 # --------------------------------------------------------------------------- select()
 def select(rlist: Any, wlist: Any, xlist: Any, timeout: Any = None) -> tuple:
     """``select.select``: the stdlib's answer; a wait yields to the hub."""
-    rlist, wlist, xlist = list(rlist), list(wlist), list(xlist)
-    seconds = _seconds(timeout, "a float")
-    if seconds is not None and seconds < 0:
-        raise ValueError("timeout must be non-negative")
+    rlist, wlist, xlist = _as_list(rlist), _as_list(wlist), _as_list(xlist)
+    seconds = None
+    if timeout is not None:
+        ns = _timeout_ns(timeout, "a float", 10**9)
+        if ns < 0:
+            raise ValueError("timeout must be non-negative")
+        seconds = ns / 1e9
     deadline = _deadline(seconds)
     parked = False
     while True:
@@ -267,8 +292,10 @@ class poll:  # noqa: N801 - the stdlib's name
         return list(early.items()) + rest
 
     def poll(self, timeout: Any = None) -> list[tuple[int, int]]:
-        ms = _seconds(timeout, "an integer")
-        seconds = None if ms is None or ms < 0 else math.ceil(ms) / 1000.0
+        seconds = None
+        if timeout is not None:
+            ms = _ms(_timeout_ns(timeout, "an integer", 10**6), False)
+            seconds = None if ms < 0 else ms / 1000.0
         with self._lock:
             if self._polling:
                 raise RuntimeError("concurrent poll() invocation")
@@ -336,9 +363,10 @@ class epoll:  # noqa: N801 - the stdlib's name
         self._ep.unregister(fd)
 
     def poll(self, timeout: Any = None, maxevents: int = -1) -> list[tuple[int, int]]:
-        seconds = _seconds(timeout, "an integer")
-        if seconds is not None and seconds < 0:
-            seconds = None
+        seconds = None
+        if timeout is not None:
+            ms = _ms(_timeout_ns(timeout, "an integer", 10**9), True)
+            seconds = None if ms < 0 else ms / 1000.0
         deadline = _deadline(seconds)
         parked = False
         while True:

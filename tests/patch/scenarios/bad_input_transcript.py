@@ -7,6 +7,7 @@ message (the socket's class name normalised: ours is a subclass of the stdlib's)
 
 import array
 import os
+import select
 import socket
 import sys
 import threading
@@ -174,7 +175,33 @@ def section_tls():
     lsock.close()
 
 
-for section in (section_plain, section_tls):
+def section_select():
+    """Timeouts and arguments of select/poll/epoll, on an always-writable socket (so no
+    call waits): the C parsers' limits, rounding and messages."""
+    a, b = socket.socketpair()
+    timeouts = (2**70, 2.0**70, -2**70, 2**62, 1e18, 2**40, 2**31, 2**31 * 1000,
+                2**31 * 1000 - 1, 2.0**31 * 1000, -2**31 * 1000 - 1000, 9.3e9, 2**33,
+                float("inf"), float("-inf"), float("nan"), -1, -1.5, -0.0001, "x", 1 + 2j,
+                True, None, 3.0, 0.0004)
+
+    def poll_once(factory, out, t):
+        p = factory()
+        p.register(a, out)
+        return p.poll(t)
+
+    for t in timeouts:
+        run(f"timeout {t!r}", [
+            ("select", select.select, [], [a], [], t),
+            ("poll", poll_once, select.poll, select.POLLOUT, t),
+            ("epoll", poll_once, select.epoll, select.EPOLLOUT, t)])
+    run("select", [("int list", select.select, 5, [], []),
+                   ("None list", select.select, None, [], []),
+                   ("str list", select.select, "ab", [], [], 0)])
+    a.close()
+    b.close()
+
+
+for section in (section_plain, section_tls, section_select):
     print("==", section.__name__)
     section()
 print("done")
