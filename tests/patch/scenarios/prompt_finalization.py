@@ -302,6 +302,20 @@ def listener_after_accept():
     return [srv, conn, cli]
 
 
+def tls_listener_after_accept():
+    """A listening SSL socket's accept() wraps the new connection itself."""
+    srv = tls_common.server_context().wrap_socket(listener(), server_side=True)
+    task = background(lambda: client_wrap(socket.create_connection(srv.getsockname(), BOUND)))
+    conn, _ = srv.accept()
+    cli = finish(task)
+    return [srv, conn, cli]
+
+
+def after_dup_and_fromfd():
+    a, b = pair()
+    return [a, b, a.dup(), socket.fromfd(b.fileno(), b.family, b.type)]
+
+
 def after_recv_parked():
     a, b = pair()
     task = background(b.sendall, b"x" * 10)  # runs once a.recv parked
@@ -505,8 +519,8 @@ COMMON = [after_connect, after_create_connection, listener_after_accept, after_r
           after_select_poll_selectors_waited, after_refused_connect]
 GREEN = [after_gevent_timeout_cancelled_a_wait, after_kill_cancelled_a_wait]
 CASES = {
-    "plain": COMMON + [after_refused_create_connection],
-    "tls": COMMON + [after_failed_verification, after_unwrap],
+    "plain": COMMON + [after_refused_create_connection, after_dup_and_fromfd],
+    "tls": COMMON + [tls_listener_after_accept, after_failed_verification, after_unwrap],
 }
 
 
