@@ -12,6 +12,7 @@ ResourceWarning then fails an unrelated test (urllib3's suite runs with warnings
 A survivor is reported with the chain of objects holding it.
 """
 
+import concurrent.futures
 import errno
 import gc
 import os
@@ -324,6 +325,23 @@ def after_recv_parked():
     return [a, b]
 
 
+#: One worker thread for the whole run (a real one under thread=False, with its own hub and
+#: loop, which outlive a case: a thread's hub is not torn down when the thread ends).
+WORKER = concurrent.futures.ThreadPoolExecutor(1)
+
+
+def after_recv_parked_in_another_thread():
+    """Read in the worker thread: it parks on that thread's loop."""
+    a, b = pair()
+    reading = WORKER.submit(a.recv, 1)
+    if PATCHED:
+        gevent.sleep(0.05)  # most likely parked by now (not asserted: either order passes)
+    b.sendall(b"x")
+    assert reading.result(BOUND) == b"x"
+    del reading
+    return [a, b]
+
+
 def after_recv_timed_out():
     a, b = pair()
     a.settimeout(0.05)
@@ -514,6 +532,7 @@ def after_unwrap():
 
 
 COMMON = [after_connect, after_create_connection, listener_after_accept, after_recv_parked,
+          after_recv_parked_in_another_thread,
           after_recv_timed_out, after_send_parked, after_makefile_closed,
           closed_socket_with_its_file_dropped_open, after_settimeout,
           after_select_poll_selectors_waited, after_refused_connect]
@@ -528,8 +547,9 @@ def main():
     cases = CASES[KIND] + (GREEN if PATCHED else [])
     if PATCHED:
         assert type(socket.socket()).__module__.startswith("reseau_patch"), socket.socket
-    # Warm up: the hub, its loop and resolver pool are made once, not by a case.
+    # Warm up: the hubs, their loops and the resolver pool are made once, not by a case.
     check(after_connect)
+    check(after_recv_parked_in_another_thread)
     failed = 0
     for case in cases:
         with gevent.Timeout(4 * BOUND) if PATCHED else nullcontext():
