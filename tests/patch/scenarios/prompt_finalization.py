@@ -473,6 +473,24 @@ def after_refused_create_connection():
     return watch
 
 
+def after_create_connection_by_name():
+    """By name: the patched create_connection races addresses (Happy Eyeballs)."""
+    with listener() as srv:
+        cli = socket.create_connection(("localhost", srv.getsockname()[1]), timeout=BOUND)
+        conn, _ = srv.accept()
+    return [cli, conn]
+
+
+def after_refused_create_connection_by_name():
+    try:
+        socket.create_connection(("localhost", refused_address()[1]), timeout=BOUND)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("connect to a closed port succeeded")
+    return []  # the fd count is checked: nothing of the race may stay open
+
+
 def _frames(exc):
     """The library's frames in ``exc``'s traceback. Not ours: reading a running frame's
     ``f_locals`` stores a snapshot holding the exception in that frame (a cycle)."""
@@ -538,7 +556,8 @@ COMMON = [after_connect, after_create_connection, listener_after_accept, after_r
           after_select_poll_selectors_waited, after_refused_connect]
 GREEN = [after_gevent_timeout_cancelled_a_wait, after_kill_cancelled_a_wait]
 CASES = {
-    "plain": COMMON + [after_refused_create_connection, after_dup_and_fromfd],
+    "plain": COMMON + [after_refused_create_connection, after_create_connection_by_name,
+                       after_refused_create_connection_by_name, after_dup_and_fromfd],
     "tls": COMMON + [tls_listener_after_accept, after_failed_verification, after_unwrap],
 }
 
