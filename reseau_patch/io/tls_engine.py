@@ -50,11 +50,12 @@ States (every change happens in :meth:`TlsEngine._set_state`)::
            |                               v                                    |
            |                            CLOSED <--------------------------------+
            |
-           +--- any state: a TLS error, or EOF without close_notify ---> FAILED (error kept)
+           +--- any state: a TLS error, or EOF without close_notify ---> FAILED (error copy kept)
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import ssl
 from typing import Any
@@ -64,6 +65,19 @@ from .tls_options import TlsContextOptions
 __all__ = ["TlsEngine", "TlsState"]
 
 _HEADER = 5  # TLS record header: type(1) version(2) length(2), RFC 8446 §5.1
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` without its traceback: what the engine keeps, and raises again.
+
+    The raised error's traceback holds the frames that hold this engine (its own methods,
+    the driver's), so keeping that very object would put the engine — and the socket that
+    drives it — in a reference cycle freed only by the cyclic gc.
+    """
+    try:
+        return copy.copy(exc)  # type, args and attributes (verify_code, reason, library...)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be rebuilt
+        return exc
 
 
 class TlsState(enum.Enum):
@@ -135,7 +149,7 @@ class TlsEngine:
             self.error = error
 
     def _fail(self, exc: BaseException) -> None:
-        self._set_state(TlsState.FAILED, exc)
+        self._set_state(TlsState.FAILED, _detached(exc))
 
     # ------------------------------------------------------------------ ciphertext in/out
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -210,7 +224,7 @@ class TlsEngine:
         send :meth:`data_to_send` first). Returns once it is done (also when called again)."""
         if self._state is not TlsState.HANDSHAKING:
             if self._state is TlsState.FAILED and self.error is not None:
-                raise self.error
+                raise _detached(self.error)
             return
         try:
             self._sslobj.do_handshake()
@@ -269,11 +283,11 @@ class TlsEngine:
                 break  # the rest of the next record has not arrived yet
             except ssl.SSLZeroReturnError as exc:
                 self._close_received()
-                self._deferred = exc
+                self._deferred = _detached(exc)
                 break
             except (ssl.SSLError, OSError) as exc:
                 self._fail(exc)
-                self._deferred = exc
+                self._deferred = _detached(exc)
                 break
             if not k:
                 self._close_received()

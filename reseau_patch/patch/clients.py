@@ -18,8 +18,9 @@ every socket they made.
 from __future__ import annotations
 
 import socket as _stdsocket
+import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
+from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
 from .import_hooks import when_imported
@@ -80,6 +81,9 @@ def race(candidates: Sequence[T], attempt: Callable[[T], Any],
         except Exception as exc:  # an OSError usually; reported, never lost
             results.put((index, None, exc))
             return
+        except BaseException:  # killed (the race is decided or cancelled)
+            _close_sockets_in(sys.exc_info()[2])
+            raise
         results.put((index, value, None))
 
     def start(index: int) -> None:
@@ -112,6 +116,26 @@ def race(candidates: Sequence[T], attempt: Callable[[T], Any],
             _, value, _ = results.get_nowait()
             if value is not None and value is not winner:
                 value.close()
+
+
+def _close_sockets_in(tb: TracebackType | None) -> None:
+    """Close the sockets a killed attempt left open in its frames (below ``tb``'s own).
+
+    websocket-client's and redis-py's per-address code closes its socket on ``OSError`` only,
+    not on the ``GreenletExit`` that ends a losing attempt: left open, that socket would be
+    finalized unclosed whenever the hub lets the exception go, with a ResourceWarning in
+    code that never saw it. Such a socket is the attempt's own: it made it, no one else
+    has it yet.
+    """
+    tb = tb.tb_next if tb is not None else None
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, _stdsocket.socket) and value.fileno() >= 0:
+                try:
+                    value.close()
+                except OSError:
+                    pass
+        tb = tb.tb_next
 
 
 # --------------------------------------------------------------------------- urllib3

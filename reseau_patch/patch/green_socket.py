@@ -198,7 +198,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         # The C init applies the stdlib's rules: SOCK_NONBLOCK -> 0.0, else the default
         # timeout (setting O_NONBLOCK when it is not None); a given fd keeps its mode.
         super().__init__(family, type, proto, fileno)
-        self._rp_waits = FdWaits(self)
+        self._rp_waits = FdWaits()
         self._rp_timeout: float | None = _c_gettimeout(self)
         if self._rp_timeout is not None or not self._rp_fd_follows_timeout:
             _c_setblocking(self, False)  # C timeout 0.0 (see the class invariant)
@@ -250,7 +250,7 @@ class GreenSocket(original_socket_class):  # type: ignore[misc, valid-type]
         fd = _c_fileno(self)
         if fd < 0:
             raise _ebadf()
-        self._rp_waits.wait(fd, events, deadline)
+        self._rp_waits.wait(fd, events, deadline, self)
 
     def _io(self, op: Any, events: int, *args: Any) -> Any:
         """``op(self, *args)`` (its flags include MSG_DONTWAIT) until it does not block."""

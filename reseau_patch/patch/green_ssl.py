@@ -32,14 +32,13 @@ from __future__ import annotations
 import _socket
 import errno
 import ssl
-import weakref
 from typing import Any
 
 from gevent.monkey import get_original
 
 from ..io.tls_engine import TlsEngine
 from .green_socket import GreenSocket, _yield_to_hub, byte_view
-from .waiting import READ, WRITE, FdWaits
+from .waiting import READ, WRITE
 
 __all__ = ["ReseauSSLSocket", "install", "uninstall"]
 
@@ -108,9 +107,6 @@ class ReseauSSLSocket(ssl.SSLSocket, GreenSocket):
                       fileno=sock.fileno())
         self = cls.__new__(cls, **kwargs)
         GreenSocket.__init__(self, **kwargs)
-        # No reference cycle through the waits (bpo-7943: dropping an SSL socket frees it
-        # at once, with the stdlib's ResourceWarning).
-        self._rp_waits = FdWaits(weakref.proxy(self))
         self._rp_lock = _allocate_lock()
         sock_timeout = sock.gettimeout()
         # Plaintext a plain patched socket read past an earlier unwrap(): TLS bytes now.

@@ -1,9 +1,12 @@
 """Waiting for fd readiness on the calling thread's Reseau loop, cancellable by close().
 
-Contract: :class:`FdWaits` belongs to one patched socket. ``wait(fd, events, deadline)``
-parks the calling greenlet on *its own thread's* io loop (so a socket handed to another
-thread keeps working there: a quiet socket holds no loop state anywhere). ``cancel_all()``
-may be called from any thread: each waiter's own loop wakes it with ``OSError(EBADF)``.
+Contract: :class:`FdWaits` belongs to one patched socket and holds no reference to it (the
+socket holds the FdWaits: a back reference would put every socket in a reference cycle, freed
+only by the cyclic gc, with its ResourceWarning in some later code).
+``wait(fd, events, deadline, owner)`` parks the calling greenlet on *its own thread's* io loop
+(so a socket handed to another thread keeps working there: a quiet socket holds no loop state
+anywhere). ``cancel_all()`` may be called from any thread: each waiter's own loop wakes it
+with ``OSError(EBADF)``.
 
 Hot path (every EAGAIN of every patched socket): the io watcher's and the timer's
 callbacks run in the hub greenlet and switch straight to the parked greenlet, as gevent's
@@ -43,19 +46,21 @@ class FdWaits:
     # the fd costs no epoll_ctl (a new watcher object must re-arm: the number may have
     # been reused). Stopped, it holds no callback; the loop keeps at most a parked kernel
     # registration. Plain slots, no lists or per-socket lock: ~250 bytes per idle socket.
-    __slots__ = ("owner", "_rwait", "_wwait", "_rwatch", "_wwatch")
+    # A wait holds nothing that refers back to the socket once it ends: the waiter and the
+    # timer go, a stopped watcher drops its callback.
+    __slots__ = ("_rwait", "_wwait", "_rwatch", "_wwatch")
 
-    def __init__(self, owner: object) -> None:
-        self.owner = owner
+    def __init__(self) -> None:
         self._rwait: Waiter | None = None  # (its hub's loop wakes it)
         self._wwait: Waiter | None = None
         self._rwatch: IOWatcher | None = None
         self._wwatch: IOWatcher | None = None
 
-    def wait(self, fd: int, events: int, deadline: float | None) -> None:
+    def wait(self, fd: int, events: int, deadline: float | None, owner: object) -> None:
         """Park until ``fd`` is ready for ``events``; raise on timeout or close.
 
-        ``deadline`` is on the ``time.monotonic()`` clock (the loop's clock)."""
+        ``deadline`` is on the ``time.monotonic()`` clock (the loop's clock); ``owner`` (the
+        socket) only names the socket in errors."""
         hub = get_hub_if_exists()
         loop = getattr(hub.loop, "io_loop", None) if hub is not None else None
         if loop is None:
@@ -63,7 +68,7 @@ class FdWaits:
             hub = get_hub_if_exists()
         if getcurrent() is hub:
             what = "read from" if events == READ else "write to"
-            raise RuntimeError(f"cannot block to {what} {self.owner!r} inside the hub "
+            raise RuntimeError(f"cannot block to {what} {owner!r} inside the hub "
                                "(a loop callback)")
         waiter = Waiter(hub)
         reading = events == READ  # READ or WRITE, never both
@@ -73,7 +78,7 @@ class FdWaits:
 
                 what = "read from" if reading else "write to"
                 raise ConcurrentObjectUseError(
-                    f"another greenlet is already waiting to {what} {self.owner!r}")
+                    f"another greenlet is already waiting to {what} {owner!r}")
             if reading:
                 self._rwait = waiter
             else:
