@@ -173,7 +173,7 @@ class TCPSocket(ChannelHandler):
         self._shut_down = False
         self._timeout: float | None = None
         self._reader = Parker(self, "read")
-        # Made when a greenlet first waits to write or to close (_parker_for).
+        # Made when a greenlet first waits to write or to close (_write_parker...).
         self._writer: Parker | _Unparked = _UNPARKED
         self._closer: Parker | _Unparked = _UNPARKED
         self._sockname: Any = None
