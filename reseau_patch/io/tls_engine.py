@@ -322,11 +322,10 @@ class TlsEngine:
         """
         try:
             self._sslobj.write(b"")
-        except ssl.SSLWantReadError:
-            pass  # a renegotiation in progress: its next read goes on with it
-        except (ssl.SSLError, OSError) as exc:
-            self._fail(exc)
-            raise
+        except ssl.SSLError:
+            # Best effort: a renegotiation in progress (want read) goes on with the next
+            # read, and a connection that cannot write reports it at its next operation.
+            pass
 
     def _close_received(self) -> None:
         if self._state is TlsState.OPEN or self._state is TlsState.HANDSHAKING:

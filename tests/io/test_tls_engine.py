@@ -294,6 +294,19 @@ def test_idle_client_keeps_no_record_buffer_after_the_session_tickets(certs):
         assert read_all(s) == b"pong"
 
 
+def test_read_after_a_shutdown_behind_the_engines_back_still_wants_read(certs):
+    """Freeing the write buffer is best effort: when OpenSSL refuses the 0-byte write (our
+    close_notify went out through the C object, as SSLSocket code may do), a read that
+    finds no ciphertext still says "want read" and the engine has not failed."""
+    c, s = pair(certs)
+    handshake(c, s)
+    with pytest.raises(ssl.SSLWantReadError):
+        c.sslobj.shutdown()  # close_notify sent, the peer's not read yet
+    with pytest.raises(ssl.SSLWantReadError):
+        c.read_into(bytearray(10), 10)
+    assert c.state is TlsState.OPEN and c.error is None
+
+
 def test_truncated_stream_is_eof_error(certs):
     c, s = pair(certs)
     handshake(c, s)
