@@ -1,10 +1,13 @@
-"""``python -m benchmarks.idle_breakdown IMPL PART [N]``: where an idle connection's bytes go.
+"""``python -m benchmarks.idle_breakdown IMPL PART [N] [--no-trace] [--trim]``: where an idle
+connection's bytes go.
 
 A diagnostic companion of :mod:`benchmarks.idle_memory` (same connections, same parked
 readers, same peer): it opens N connections, takes a ``tracemalloc`` snapshot and an object
 census, opens N more, and prints the per-connection difference — Python allocations by
 source line, live objects by type, and RSS (which also counts OpenSSL's C memory, which
-tracemalloc does not see). Not a workload: nothing is saved.
+tracemalloc does not see). ``--trim`` calls glibc's ``malloc_trim(0)`` before each sample
+(free heap pages go back to the kernel); :mod:`benchmarks.idle_memory` does not, for any
+implementation. Not a workload: nothing is saved.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ def _mallinfo() -> tuple[int, int, int]:
     return m.uordblks, m.fordblks, m.hblkhd
 
 
+def _trim() -> None:
+    """glibc: give free heap memory back to the kernel (``malloc_trim(0)``)."""
+    import ctypes
+
+    ctypes.CDLL(None).malloc_trim(0)
+
+
 def _maps() -> dict[str, int]:
     """Resident bytes by mapping kind: [heap] (malloc), anonymous mmaps (pymalloc arenas,
     greenlet data stacks, large mallocs), and everything else."""
@@ -56,7 +66,7 @@ def _maps() -> dict[str, int]:
     return out
 
 
-def main(impl: str, part: str, n: int, trace: bool = True) -> None:
+def main(impl: str, part: str, n: int, trace: bool = True, trim: bool = False) -> None:
     from benchmarks import impls
 
     impls.prepare(impl)
@@ -74,12 +84,16 @@ def main(impl: str, part: str, n: int, trace: bool = True) -> None:
         hold: list = []
 
         grown1, conns1 = _open(im, impl, n, port, ca, hold)
+        if trim:
+            _trim()
         rss1 = im._settle()
         mi1 = _mallinfo()
         maps1 = _maps()
         snap1 = tracemalloc.take_snapshot() if trace else None
         census1 = _census()
         grown2, conns2 = _open(im, impl, n, port, ca, hold)
+        if trim:
+            _trim()
         rss2 = im._settle()
         mi2 = _mallinfo()
         maps2 = _maps()
@@ -153,6 +167,6 @@ def _open(im, impl, n, port, ca, hold):  # noqa: ANN001, ANN202 - a diagnostic
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--no-trace"]
+    args = [a for a in sys.argv[1:] if a not in ("--no-trace", "--trim")]
     main(args[0], args[1], int(args[2]) if len(args) > 2 else 1000,
-         trace="--no-trace" not in sys.argv)
+         trace="--no-trace" not in sys.argv, trim="--trim" in sys.argv)

@@ -35,8 +35,8 @@ TARGETS = {"plain": ("<=", 1.0, "plaintext memory per connection vs gevent"),
            "tls": ("<=", 1.0, "TLS memory per connection vs gevent")}
 HEADLINE = ("plain", "tls")
 NOTES = """Where an idle connection's bytes go (`python -m benchmarks.idle_breakdown IMPL PART
-[N] [--no-trace]`: tracemalloc and object census between N and 2N connections, glibc
-`mallinfo2`, resident bytes per mapping). Per connection, 2026-12-06, after issue #12's work:
+[N] [--no-trace] [--trim]`: tracemalloc and object census between N and 2N connections,
+glibc `mallinfo2`, resident bytes per mapping). Per connection, 2026-12-06:
 
 * Common to every green row: the parked reader's greenlet — its saved C stack (reseau
   2.3 KB, gevent 3.0 KB), one touched 4 KiB page of its Python data stack, gevent's five
@@ -45,22 +45,30 @@ NOTES = """Where an idle connection's bytes go (`python -m benchmarks.idle_break
   `IOWatcher` 88 B + the loop's fd entry ~220 B + the Waiter/timer-free park. Was 9.1 KiB:
   FdWaits' two lists and per-socket lock (~250 B) and the frame object a frame gets when
   it catches EAGAIN and then parks (~200 B) are gone.
-* reseau-sockets plaintext: TCPSocket (slots) 330 B, io Socket 190 B, Channel 170 B, two
-  ChannelSlots 180 B, SocketHandler 145 B, IOWatcher + fd entry ~300 B, three Parkers 210 B.
-  Was 13.9 KiB: TCPSocket's 35-field dict (~1.3 KB), an empty write deque (~760 B), the
-  connect's closures and request kept by the channel's callbacks (~900 B), an empty task
-  set and a lock per channel (~300 B), a SocketOptions per connect (176 B), per-connection
-  address strings (~120 B), the EAGAIN frame object (~250 B).
-* TLS, both reseau rows: OpenSSL holds ~38 KB per client connection in any stack (the SSL
-  object, the session from the TLS 1.3 NewSessionTicket and ~17 KB it allocates while
-  reading the tickets); the sans-IO engine adds its two MemoryBIOs (~1.6 KB held). malloc
-  in use per connection: gevent 38.7 KB, reseau 40.3 KB, reseau-sockets 41.7 KB. What RSS
-  shows of the ~17 KB buffer depends on where malloc places it: in gevent's run ~9 KB of it
-  stays untouched (never-written pages), in ours ~2 KB. That is allocation order, not state
-  kept: with `socket.socket(); connect()` instead of `create_connection` gevent's TLS row
-  measures 45.0 KiB and reseau's 45.7 KiB. reseau-sockets TLS was 87 KiB: it built an
-  SSLContext (trust store) per `connect(ssl_cacert=...)` (now shared while the files are
-  unchanged) and kept a 16 KiB receive buffer while parked (now none)."""
+* reseau-sockets plaintext (1.04x, missed): TCPSocket (slots) 312 B, io Socket 192 B,
+  Channel 168 B, two ChannelSlots 176 B, SocketHandler 128 B, `_socket.socket` 48 B,
+  IOWatcher + its callback + fd entry ~320 B, the read Parker 64 B, the cached
+  sockname/peername ~180 B: ~0.7 KB of objects more than the patched socket, the price of
+  the channel pipeline under the blocking API. Was 13.9 KiB, then 9.57: the write/close
+  Parkers are made on first wait, the connect's write watcher and address are dropped
+  once connected (~350 B).
+* TLS, both reseau rows: OpenSSL's per-connection state (the SSL object, keys, the
+  session — the NewSessionTicket's replaces the handshake's) is ~19.5 KB in any stack;
+  the sans-IO engine adds its two MemoryBIOs (~1.7 KB). Reading the server's TLS 1.3
+  tickets makes OpenSSL's state machine set up a 16.6 KB record write buffer, which
+  `SSL_MODE_RELEASE_BUFFERS` (CPython sets it) frees only when a write completes: the
+  stdlib `SSLSocket` gevent runs keeps it while idle (malloc in use 38.7 KB per
+  connection, ~9 KB of it never-touched pages RSS does not count); the engine frees it
+  with a 0-byte write when a read finds no ciphertext buffered (23.7 KB in use). Was 46.4
+  (reseau) and 47.2 KiB (reseau-sockets); reseau-sockets also no longer keeps the
+  connect's TlsClientSetup and options (~1 KB).
+* Neither this workload nor idle_breakdown calls `malloc_trim` unless asked, for any
+  implementation; with `--trim` (2,000 connections) reseau TLS is 30.4 KiB, gevent 35.6
+  (37.5 without).
+* Not measured here: a TLS connection idle *after* bulk traffic. OpenSSL's memory BIO
+  never shrinks its buffer, which grows to the largest single write into it: after 4 MB
+  each way through the patched socket (256 KiB kernel reads and encrypt steps), malloc in
+  use per idle connection is ~660 KiB vs gevent's 38 KiB."""
 MAX_ROUNDS = 1  # memory, not time: one round is the measurement
 CONNECTIONS = 10_000
 BATCH = 100

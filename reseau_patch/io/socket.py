@@ -291,8 +291,12 @@ class Socket:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
+        # The connect's watcher and address are done with (~190 bytes per connection);
+        # a write that meets EAGAIN makes its own watcher.
         if self._write_watcher is not None:
             self._write_watcher.stop()
+            self._write_watcher = None
+        self._connect_addr = None
         if err is None and self.state is SocketState.CONNECTING:
             self.state = SocketState.CONNECTED
         elif err is None:  # closed while the success was queued

@@ -659,6 +659,10 @@ class _TlsSetup:
                 channel.shutdown(exc)
                 return
         self.pending.pop(channel, None)
+        if channel.on_shutdown == self.on_shutdown:
+            # Set up: our on_shutdown would only forward now, so the channel calls the
+            # caller's directly and a client's setup (its options, ~700 bytes) is freed.
+            channel.on_shutdown = self.user_on_shutdown
         self.user_on_setup(channel, None)
 
     def on_shutdown(self, channel: Channel, err: BaseException | None) -> None:

@@ -248,6 +248,8 @@ class TlsEngine:
         try:
             got = self._sslobj.read(n, buffer)  # n <= 0 or beyond the buffer: its size
         except ssl.SSLWantReadError:
+            if not self._in.pending and self._state is TlsState.OPEN:
+                self._release_write_buffer()
             raise
         except ssl.SSLZeroReturnError:
             self._close_received()
@@ -306,6 +308,8 @@ class TlsEngine:
         try:
             data = self._sslobj.read(n)
         except ssl.SSLWantReadError:
+            if not self._in.pending and self._state is TlsState.OPEN:
+                self._release_write_buffer()
             raise
         except ssl.SSLZeroReturnError:
             self._close_received()
@@ -316,6 +320,26 @@ class TlsEngine:
         if not data and n:
             self._close_received()
         return data
+
+    def _release_write_buffer(self) -> None:
+        """Free the 16 KiB record write buffer OpenSSL keeps after reading a handshake
+        message, so an idle reader holds none (called when a read wants more ciphertext
+        and none is buffered).
+
+        OpenSSL's state machine sets up its record write buffer whenever it processes a
+        handshake message, post-handshake ones too (TLS 1.3 ``NewSessionTicket``,
+        ``KeyUpdate``), and ``SSL_MODE_RELEASE_BUFFERS`` (which CPython sets) frees it only
+        when a write completes: a client that reads the server's tickets and then waits
+        kept ~16.6 KB, as the stdlib's ``SSLSocket`` does. A 0-byte write completes one
+        and sends nothing (``SSL_write_ex`` with 0 bytes "will not send application data
+        to the peer", SSL_write(3)); with no ciphertext buffered it cannot consume any.
+        """
+        try:
+            self._sslobj.write(b"")
+        except ssl.SSLError:
+            # Best effort: a renegotiation in progress (want read) goes on with the next
+            # read, and a connection that cannot write reports it at its next operation.
+            pass
 
     def _close_received(self) -> None:
         if self._state is TlsState.OPEN or self._state is TlsState.HANDSHAKING:

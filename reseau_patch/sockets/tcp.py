@@ -117,6 +117,21 @@ def _ebadf() -> OSError:
     return os_error(errno.EBADF, "socket is closed")
 
 
+class _Unparked:
+    """A :class:`TCPSocket`'s write or close parker before any greenlet waited there: none
+    is waiting, so waking it does nothing (a Parker each cost ~64 bytes per idle
+    connection). Shared; never parked on."""
+
+    __slots__ = ()
+    waiting = False
+
+    def wake(self, value: Any = None) -> None:
+        pass
+
+
+_UNPARKED = _Unparked()
+
+
 class TCPSocket(ChannelHandler):
     """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
 
@@ -158,8 +173,9 @@ class TCPSocket(ChannelHandler):
         self._shut_down = False
         self._timeout: float | None = None
         self._reader = Parker(self, "read")
-        self._writer = Parker(self, "write")
-        self._closer = Parker(self, "close")
+        # Made when a greenlet first waits to write or to close (_write_parker...).
+        self._writer: Parker | _Unparked = _UNPARKED
+        self._closer: Parker | _Unparked = _UNPARKED
         self._sockname: Any = None
         self._peername: Any = None
         #: Largest number of bytes ever held in the receive buffer (for back-pressure tests).
@@ -233,6 +249,16 @@ class TCPSocket(ChannelHandler):
             self._writer.wake()
 
     # ================================================================ blocking half
+    def _write_parker(self) -> Parker:
+        if self._writer is _UNPARKED:
+            self._writer = Parker(self, "write")
+        return self._writer
+
+    def _close_parker(self) -> Parker:
+        if self._closer is _UNPARKED:
+            self._closer = Parker(self, "close")
+        return self._closer
+
     def _check_thread(self, what: str) -> None:
         if not self._loop.is_loop_thread():
             self._loop.check_thread(f"TCPSocket.{what}")
@@ -677,7 +703,7 @@ class TCPSocket(ChannelHandler):
                                     or (self._timeout != 0 and not in_hub())):
                 if deadline is None:
                     deadline = self._deadline()
-                self._park(self._writer, deadline)
+                self._park(self._write_parker(), deadline)
                 self._check_write()
                 continue
             n = min(total - off, _QUEUE_CHUNK)
@@ -885,7 +911,7 @@ class TCPSocket(ChannelHandler):
                 # writes and writes from the hub keep the high-water rule.
                 if deadline is None:
                     deadline = self._deadline()
-                self._park(self._writer, deadline)
+                self._park(self._write_parker(), deadline)
                 self._check_write()
                 continue
             # One message owning a copy of (part of) the rest: a bulk write costs the
@@ -912,7 +938,7 @@ class TCPSocket(ChannelHandler):
         self._check_thread("flush")
         deadline = self._deadline()
         while self._in_flight and self._write_error is None and not self._shut_down:
-            self._park(self._writer, deadline)
+            self._park(self._write_parker(), deadline)
         if self._write_error is not None:
             raise self._write_error
         if self._state is not _State.CONNECTED:
@@ -944,9 +970,10 @@ class TCPSocket(ChannelHandler):
             try:
                 if not self._shut_down:
                     deadline = time.monotonic() + flush_for
+                    closer = self._close_parker()
                     while not self._shut_down:
-                        if self._closer.park(self._loop, max(0.0, deadline - time.monotonic())
-                                             ) is TIMED_OUT:
+                        left = max(0.0, deadline - time.monotonic())
+                        if closer.park(self._loop, left) is TIMED_OUT:
                             break
             except RuntimeError:
                 pass  # called from inside the hub: the shutdown finishes on its own
@@ -965,7 +992,7 @@ class TCPSocket(ChannelHandler):
         if sock is not None and not sock.closed:
             sock.close()
         while not self._shut_down:
-            if self._closer.park(self._loop, 5.0) is TIMED_OUT:
+            if self._close_parker().park(self._loop, 5.0) is TIMED_OUT:
                 break
 
     @property

@@ -280,6 +280,20 @@ def test_graceful_close_sends_close_notify_abort_does_not(lt, certs, how):
     pair.close()
 
 
+def test_set_up_client_channel_calls_the_callers_on_shutdown_directly(lt, certs):
+    """Once set up, a TLS client's channel keeps no wrapper of the connect (its
+    TlsClientSetup, options and ConnectRequest were ~1 KiB per idle connection), and the
+    caller's on_shutdown still runs."""
+    pair = Pair(lt, _server(certs), App)
+    box = pair.connect(_client(certs), App())
+    cb = lt.call(lambda: box["channel"].on_shutdown)
+    assert not hasattr(cb, "__self__"), cb
+    assert cb.__qualname__ == "Pair.connect.<locals>.on_shutdown"
+    _shutdown(lt, box)
+    assert box["shutdown_error"] is None
+    pair.close()
+
+
 def test_read_shutdown_delivers_what_already_arrived(lt, certs):
     pair = Pair(lt, _server(certs), App)
     app = App(window=10)
