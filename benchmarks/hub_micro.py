@@ -7,7 +7,8 @@ better), the best of ``REPEAT`` measurements inside the process (timeit's rule):
 * ``iteration`` ``gevent.socket.wait_write`` on an always-writable socket — one full loop
   iteration (io watcher start → poll → dispatch → stop); asyncio: ``add_writer`` + a future;
 * ``pingpong``  64 bytes there and back between two sockets in one process (an echo
-  greenlet/task and the client), TCP_NODELAY.
+  greenlet/task and the client), TCP_NODELAY;
+* ``sleep0_cpu``, ``iteration_cpu``  the first two in process CPU time (``time.process_time``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ METRICS = {
     "sleep0": Metric("sleep(0)", "µs", higher_is_better=False),
     "iteration": Metric("one loop iteration (wait_write)", "µs", higher_is_better=False),
     "pingpong": Metric("64 B ping-pong, in-process", "µs", higher_is_better=False),
+    # The same two loops in process CPU time: on a shared machine other processes stretch
+    # wall time (and so the rows above) far more than the CPU the loop itself spends.
+    "sleep0_cpu": Metric("sleep(0), CPU", "µs", higher_is_better=False),
+    "iteration_cpu": Metric("one loop iteration (wait_write), CPU", "µs",
+                            higher_is_better=False),
 }
 TARGETS = {"sleep0": ("<=", 1.1, "sleep(0) vs libev-cext"),
            "iteration": ("<=", 1.3, "one loop iteration vs libev-cext")}
@@ -56,6 +62,23 @@ def _best(fn: Callable[[], float], repeat: int) -> float:
     return min(fn() for _ in range(repeat))
 
 
+def _best2(fn: Callable[[], tuple[float, float]], repeat: int) -> tuple[float, float]:
+    """Best (wall, CPU) of ``repeat`` runs after a warm-up, each minimum on its own."""
+    fn()
+    runs = [fn() for _ in range(repeat)]
+    return min(r[0] for r in runs), min(r[1] for r in runs)
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _per_op_us(start: tuple[float, float], n: int) -> tuple[float, float]:
+    """µs per operation since ``start``: (wall, process CPU)."""
+    wall, cpu = _clocks()
+    return (wall - start[0]) / n * 1e6, (cpu - start[1]) / n * 1e6
+
+
 
 
 def run_gevent(quick: bool) -> dict[str, float]:
@@ -66,22 +89,22 @@ def run_gevent(quick: bool) -> dict[str, float]:
     n_sleep, n_iter, n_pp = int(100_000 * scale), int(40_000 * scale), int(10_000 * scale)
     repeat = 1 if quick else REPEAT
 
-    def bench_sleep0() -> float:
+    def bench_sleep0() -> tuple[float, float]:
         sleep = gevent.sleep
-        t = time.perf_counter()
+        t = _clocks()
         for _ in range(n_sleep):
             sleep(0)
-        return (time.perf_counter() - t) / n_sleep * 1e6
+        return _per_op_us(t, n_sleep)
 
     a, b = socket.socketpair()
 
-    def bench_iteration() -> float:
+    def bench_iteration() -> tuple[float, float]:
         wait_write = socket.wait_write
         fd = a.fileno()
-        t = time.perf_counter()
+        t = _clocks()
         for _ in range(n_iter):
             wait_write(fd)
-        return (time.perf_counter() - t) / n_iter * 1e6
+        return _per_op_us(t, n_iter)
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -111,9 +134,11 @@ def run_gevent(quick: bool) -> dict[str, float]:
 
     try:
         with gevent.Timeout(TIMEOUT - 30):
-            out = {"sleep0": _best(bench_sleep0, repeat),
-                   "iteration": _best(bench_iteration, repeat),
-                   "pingpong": _best(bench_pingpong, repeat)}
+            sleep0, sleep0_cpu = _best2(bench_sleep0, repeat)
+            iteration, iteration_cpu = _best2(bench_iteration, repeat)
+            out = {"sleep0": sleep0, "iteration": iteration,
+                   "pingpong": _best(bench_pingpong, repeat),
+                   "sleep0_cpu": sleep0_cpu, "iteration_cpu": iteration_cpu}
     finally:
         client.close()
         echo_g.join(5)
@@ -130,29 +155,32 @@ async def _asyncio_micro(quick: bool) -> dict[str, float]:
     n_sleep, n_iter, n_pp = int(100_000 * scale), int(40_000 * scale), int(10_000 * scale)
     repeat = 1 if quick else REPEAT
 
-    async def best(coro_fn: Callable[[], Any]) -> float:
+    async def best(coro_fn: Callable[[], Any]) -> Any:
         await coro_fn()
-        return min([await coro_fn() for _ in range(repeat)])
+        runs = [await coro_fn() for _ in range(repeat)]
+        if isinstance(runs[0], tuple):
+            return min(r[0] for r in runs), min(r[1] for r in runs)
+        return min(runs)
 
-    async def bench_sleep0() -> float:
+    async def bench_sleep0() -> tuple[float, float]:
         sleep = asyncio.sleep
-        t = time.perf_counter()
+        t = _clocks()
         for _ in range(n_sleep):
             await sleep(0)
-        return (time.perf_counter() - t) / n_sleep * 1e6
+        return _per_op_us(t, n_sleep)
 
     a, b = std_socket.socketpair()
     a.setblocking(False)
 
-    async def bench_iteration() -> float:
+    async def bench_iteration() -> tuple[float, float]:
         fd = a.fileno()
-        t = time.perf_counter()
+        t = _clocks()
         for _ in range(n_iter):
             fut = loop.create_future()
             loop.add_writer(fd, fut.set_result, None)
             await fut
             loop.remove_writer(fd)
-        return (time.perf_counter() - t) / n_iter * 1e6
+        return _per_op_us(t, n_iter)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
@@ -173,8 +201,11 @@ async def _asyncio_micro(quick: bool) -> dict[str, float]:
         return (time.perf_counter() - t) / n_pp * 1e6
 
     try:
-        return {"sleep0": await best(bench_sleep0), "iteration": await best(bench_iteration),
-                "pingpong": await best(bench_pingpong)}
+        sleep0, sleep0_cpu = await best(bench_sleep0)
+        iteration, iteration_cpu = await best(bench_iteration)
+        return {"sleep0": sleep0, "iteration": iteration,
+                "pingpong": await best(bench_pingpong),
+                "sleep0_cpu": sleep0_cpu, "iteration_cpu": iteration_cpu}
     finally:
         writer.close()
         await writer.wait_closed()
