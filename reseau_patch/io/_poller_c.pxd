@@ -22,6 +22,7 @@ cdef extern from "<sys/epoll.h>" nogil:
         epoll_data_t data
 
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
     enum:
         EPOLLIN
         EPOLLOUT
@@ -47,6 +48,8 @@ cdef class EpollPoller(Poller):
     cdef tuple _masks
     cdef readonly dict _bits
 
+    cdef int _ctl(self, int op, int fd, int events) except -1
+
 
 @cython.final
 cdef class PollPoller(Poller):
@@ -55,6 +58,18 @@ cdef class PollPoller(Poller):
 
 @cython.locals(table=dict, bits=object)
 cpdef list _epoll_wait_py(EpollPoller poller, double timeout)
+cpdef int _epoll_ctl_py(EpollPoller poller, int op, int fd, int mask) except -1
+
+
+# epoll_ctl as select.epoll calls it (data.fd = fd): 0 or the errno; the caller decides.
+cdef inline int _epoll_ctl(EpollPoller poller, int op, int fd, int mask) noexcept:
+    cdef epoll_event ev
+    ev.events = <uint32_t>mask
+    ev.data.u64 = 0
+    ev.data.fd = fd
+    if epoll_ctl(poller._epfd, op, fd, &ev) < 0:
+        return c_errno.errno
+    return 0
 
 
 # time.monotonic() in C, to the bit: CPython 3.11 reads the same clock into int64 ns and

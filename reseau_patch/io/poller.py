@@ -21,6 +21,7 @@ tick's fixed cost, and ``select.epoll.poll`` builds a list of tuples we would re
 from __future__ import annotations
 
 import errno
+import os
 import select
 
 READ = 1
@@ -94,10 +95,30 @@ def _epoll_wait_py(poller: EpollPoller, timeout: float) -> list[tuple[int, int]]
     return out
 
 
-# gevent's pure-Python-mode trick: Cython does not see an assignment through locals(), so
-# compiled, the name is _poller_c.pxd's inline C function (epoll_wait into a C array, the
-# GIL released); pure, it is the function above.
+_CTL_ADD = 1  # EPOLL_CTL_ADD, _DEL, _MOD (sys/epoll.h; the same on every Linux arch)
+_CTL_DEL = 2
+_CTL_MOD = 3
+
+
+def _epoll_ctl_py(poller: EpollPoller, op: int, fd: int, mask: int) -> int:
+    """``epoll_ctl`` through ``select.epoll``: 0, or the errno it failed with."""
+    try:
+        if op == _CTL_ADD:
+            poller._ep.register(fd, mask)
+        elif op == _CTL_MOD:
+            poller._ep.modify(fd, mask)
+        else:
+            poller._ep.unregister(fd)
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
+# gevent's pure-Python-mode trick: Cython does not see assignments through locals(), so
+# compiled, these names are _poller_c.pxd's inline C functions (epoll_wait into a C array
+# with the GIL released; epoll_ctl); pure, they are the functions above.
 locals()["_epoll_wait"] = _epoll_wait_py
+locals()["_epoll_ctl"] = _epoll_ctl_py
 
 
 class Poller:
@@ -147,32 +168,33 @@ class EpollPoller(Poller):
     def fileno(self) -> int:
         return self._ep.fileno()
 
+    def _ctl(self, op: int, fd: int, events: int) -> int:
+        if self._epfd < 0:
+            raise ValueError("I/O operation on closed epoll object")
+        self.ctl_calls += 1
+        return _epoll_ctl(self, op, fd, self._masks[events])  # noqa: F821 - see locals()
+
     def register(self, fd: int, events: int) -> None:
         """Add ``fd``; if the kernel already has it (a dup, or our stale entry), modify."""
-        self.ctl_calls += 1
-        try:
-            self._ep.register(fd, self._masks[events])
-        except FileExistsError:
-            self.ctl_calls += 1
-            self._ep.modify(fd, self._masks[events])
+        err = self._ctl(_CTL_ADD, fd, events)
+        if err == errno.EEXIST:
+            err = self._ctl(_CTL_MOD, fd, events)
+        if err:
+            raise OSError(err, os.strerror(err))
 
     def modify(self, fd: int, events: int) -> None:
         """Change interest; an fd closed and reused behind our back is re-added (ENOENT)."""
-        self.ctl_calls += 1
-        try:
-            self._ep.modify(fd, self._masks[events])
-        except FileNotFoundError:
-            self.ctl_calls += 1
-            self._ep.register(fd, self._masks[events])
+        err = self._ctl(_CTL_MOD, fd, events)
+        if err == errno.ENOENT:
+            err = self._ctl(_CTL_ADD, fd, events)
+        if err:
+            raise OSError(err, os.strerror(err))
 
     def unregister(self, fd: int) -> None:
         """Forget ``fd``. Already closed (EBADF) or already gone (ENOENT) is not an error."""
-        self.ctl_calls += 1
-        try:
-            self._ep.unregister(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EBADF, errno.ENOENT):
-                raise
+        err = self._ctl(_CTL_DEL, fd, 0)
+        if err and err != errno.EBADF and err != errno.ENOENT:
+            raise OSError(err, os.strerror(err))
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         """Wait at most ``timeout`` seconds (-1 = forever); returns ``(fd, READ|WRITE|ERROR)``.
@@ -181,7 +203,7 @@ class EpollPoller(Poller):
         interrupted wait resumes with the time left (PEP 475), as ``select.epoll`` does."""
         if self._epfd < 0:
             raise ValueError("I/O operation on closed epoll object")
-        return _epoll_wait(self, timeout)  # noqa: F821 - defined through locals() above
+        return _epoll_wait(self, timeout)  # noqa: F821 - see locals() above
 
     def close(self) -> None:
         self._epfd = -1

@@ -3,6 +3,7 @@ with its own epoll_wait: these tests pin what it must share with select.epoll)."
 
 from __future__ import annotations
 
+import errno
 import select
 import signal
 import socket
@@ -73,13 +74,49 @@ def test_unregister_of_a_closed_or_unknown_fd_is_not_an_error(poller) -> None:
     poller.unregister(fd)
 
 
-def test_closed_epoll_poller_raises_what_select_epoll_raises() -> None:
+def test_closed_epoll_poller_raises_what_select_epoll_raises(pair) -> None:
     if "epoll" not in BACKENDS:
         pytest.skip("no epoll")
     p = make_poller("epoll")
     p.close()
-    with pytest.raises(ValueError, match="closed epoll object"):
-        p.poll(0)
+    for call in (lambda: p.poll(0), lambda: p.register(pair[0].fileno(), READ),
+                 lambda: p.modify(pair[0].fileno(), READ)):
+        with pytest.raises(ValueError, match="closed epoll object"):
+            call()
+
+
+def test_epoll_register_twice_modifies_and_modify_of_an_unknown_fd_adds(pair) -> None:
+    """The kernel already has the fd (a dup, a stale entry) or has forgotten it (closed
+    and reused): both calls still leave the interest the caller asked for."""
+    if "epoll" not in BACKENDS:
+        pytest.skip("no epoll")
+    a, b = pair
+    p = make_poller("epoll")
+    try:
+        p.register(a.fileno(), READ)
+        p.register(a.fileno(), WRITE)  # EEXIST -> MOD
+        assert p.poll(WAIT) == [(a.fileno(), WRITE)]
+        p.unregister(a.fileno())
+        p.modify(b.fileno(), WRITE)  # ENOENT -> ADD
+        assert p.poll(WAIT) == [(b.fileno(), WRITE)]
+        assert p.ctl_calls == 6  # each fallback is a second call
+    finally:
+        p.close()
+
+
+def test_epoll_refuses_a_regular_file_with_the_kernels_error(tmp_path) -> None:
+    if "epoll" not in BACKENDS:
+        pytest.skip("no epoll")
+    p = make_poller("epoll")
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    try:
+        with open(path, "rb") as f:
+            with pytest.raises(PermissionError) as info:  # EPERM: files are always ready
+                p.register(f.fileno(), READ)
+            assert info.value.errno == errno.EPERM
+    finally:
+        p.close()
 
 
 def test_ctl_calls_count_kernel_registration_calls(poller, pair) -> None:
