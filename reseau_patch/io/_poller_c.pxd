@@ -108,7 +108,8 @@ cdef inline list _epoll_wait(EpollPoller poller, double timeout):
         if timeout > 2000000.0:
             timeout = 2000000.0
         ms = <int>ceil(timeout * 1000.0)
-        deadline = _clock() + timeout
+        if ms > 0:  # only a wait that can block is resumed after EINTR
+            deadline = _clock() + timeout
     while True:
         with nogil:
             n = epoll_wait(poller._epfd, evs, 256, ms)
