@@ -48,8 +48,6 @@ cdef class EpollPoller(Poller):
     cdef tuple _masks
     cdef readonly dict _bits
 
-    cdef int _ctl(self, int op, int fd, int events) except -1
-
 
 @cython.final
 cdef class PollPoller(Poller):
@@ -62,8 +60,10 @@ cpdef int _epoll_ctl_py(EpollPoller poller, int op, int fd, int mask) except -1
 
 
 # epoll_ctl as select.epoll calls it (data.fd = fd): 0 or the errno; the caller decides.
-cdef inline int _epoll_ctl(EpollPoller poller, int op, int fd, int mask) noexcept:
+cdef inline int _epoll_ctl(EpollPoller poller, int op, int fd, int mask) except -1:
     cdef epoll_event ev
+    if poller._epfd < 0:
+        raise ValueError("I/O operation on closed epoll object")
     ev.events = <uint32_t>mask
     ev.data.u64 = 0
     ev.data.fd = fd

@@ -101,7 +101,8 @@ _CTL_MOD = 3
 
 
 def _epoll_ctl_py(poller: EpollPoller, op: int, fd: int, mask: int) -> int:
-    """``epoll_ctl`` through ``select.epoll``: 0, or the errno it failed with."""
+    """``epoll_ctl`` through ``select.epoll``: 0, or the errno it failed with (a closed
+    poller raises ValueError, as select.epoll does)."""
     try:
         if op == _CTL_ADD:
             poller._ep.register(fd, mask)
@@ -168,31 +169,33 @@ class EpollPoller(Poller):
     def fileno(self) -> int:
         return self._ep.fileno()
 
-    def _ctl(self, op: int, fd: int, events: int) -> int:
-        if self._epfd < 0:
-            raise ValueError("I/O operation on closed epoll object")
-        self.ctl_calls += 1
-        return _epoll_ctl(self, op, fd, self._masks[events])  # noqa: F821 - see locals()
-
+    # _epoll_ctl: bound through locals() above (a C call when compiled), hence the noqa.
     def register(self, fd: int, events: int) -> None:
         """Add ``fd``; if the kernel already has it (a dup, or our stale entry), modify."""
-        err = self._ctl(_CTL_ADD, fd, events)
+        mask = self._masks[events]
+        self.ctl_calls += 1
+        err = _epoll_ctl(self, _CTL_ADD, fd, mask)  # noqa: F821
         if err == errno.EEXIST:
-            err = self._ctl(_CTL_MOD, fd, events)
+            self.ctl_calls += 1
+            err = _epoll_ctl(self, _CTL_MOD, fd, mask)  # noqa: F821
         if err:
             raise OSError(err, os.strerror(err))
 
     def modify(self, fd: int, events: int) -> None:
         """Change interest; an fd closed and reused behind our back is re-added (ENOENT)."""
-        err = self._ctl(_CTL_MOD, fd, events)
+        mask = self._masks[events]
+        self.ctl_calls += 1
+        err = _epoll_ctl(self, _CTL_MOD, fd, mask)  # noqa: F821
         if err == errno.ENOENT:
-            err = self._ctl(_CTL_ADD, fd, events)
+            self.ctl_calls += 1
+            err = _epoll_ctl(self, _CTL_ADD, fd, mask)  # noqa: F821
         if err:
             raise OSError(err, os.strerror(err))
 
     def unregister(self, fd: int) -> None:
         """Forget ``fd``. Already closed (EBADF) or already gone (ENOENT) is not an error."""
-        err = self._ctl(_CTL_DEL, fd, 0)
+        self.ctl_calls += 1
+        err = _epoll_ctl(self, _CTL_DEL, fd, 0)  # noqa: F821
         if err and err != errno.EBADF and err != errno.ENOENT:
             raise OSError(err, os.strerror(err))
 
