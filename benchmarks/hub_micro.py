@@ -39,18 +39,25 @@ TARGETS = {"sleep0": ("<=", 1.1, "sleep(0) vs libev-cext"),
 HEADLINE = ("sleep0", "iteration", "pingpong")
 NOTES = """In-process micro-benchmarks: nothing patched, gevent's own socket module.
 
-Compiled hot paths (issue #12): `pip install -e .` builds io/event_loop.py, hub/io_watcher.py
-and hub/callbacks.py as Cython extension types (`RESEAU_PATCH_PURE_PYTHON=1` runs the .py).
-CPU µs per operation (`time.process_time`, best of 7 in one process, median of 5 interleaved
-process rounds, 2026-12-06, loaded 2-core machine), compiled / pure Python / libev-cext:
-`wait_write` 3.96 / 6.75 / 3.10 (1.28× / 2.18×); `sleep(0)` 1.41 / 1.69 / 1.35; `hub.wait()`
-on a kept watcher 2.66 / 4.22 / 1.97; a new io watcher + close 0.36 / 1.05 / 0.38; start+stop
-of a kept watcher 0.30 / 0.78 / 0.10. This table's wall-clock ratios move ±10% with the load
-(1.37× and 1.11× in the run of 06:57). What remains above libev: most of the `hub.wait` gap
-is the tick around `epoll_wait` (the Python `EpollPoller.poll` frame building its list of
-tuples, two clock reads for the tick statistics); watcher start/stop still does Python
-set/list/dict calls and an OS-thread check libev does not; and the fcntl(F_GETFD) that makes
-a closed fd fail at watcher creation is one syscall per wait libev does not make."""
+Compiled hot paths (issue #12): `pip install -e .` builds io/poller.py, io/event_loop.py,
+hub/io_watcher.py and hub/callbacks.py as Cython extension types (`RESEAU_PATCH_PURE_PYTHON=1`
+runs the .py). The compiled poller calls epoll_wait(2) and epoll_ctl(2) itself (no
+`select.epoll` method call, Python frame or rebuilt list per tick) and the loop reads its clock
+with clock_gettime in C. CPU µs per operation (`time.process_time`, 200,000 waits or 500,000
+sleeps per process, median of 7 interleaved process rounds, 2026-12-06 10:03, load ~1.3 on the
+shared 2-core machine), compiled / pure Python / libev-cext: `wait_write` 3.77 / 8.64 / 3.72
+(1.01× / 2.32×); `sleep(0)` 1.74 / 1.92 / 1.57 (1.11× / 1.22×; 1.06× and 1.01× in two other
+runs). Before the compiled poller (same method): `wait_write` compiled 1.27× libev-cext. The
+wall-clock rows move ±15% with other processes' load (one loop iteration 0.90×-1.23× over five
+runs on 2026-12-06, 1.44× before the change); the CPU rows are steadier.
+Syscalls per iteration (`strace -c`, 20,000 waits): ours 3 (fcntl F_GETFD when gevent makes
+the watcher, epoll_ctl MOD when that fresh watcher restarts its parked fd, epoll_wait),
+libev-cext 4 (fcntl, getpid, epoll_ctl ADD failing EEXIST, epoll_wait). Both of ours stay on
+purpose: the fcntl makes a closed fd fail at watcher creation as libev's does, and the re-arm
+keeps an fd number closed and reused behind the loop's back registered (libev's EV__IOFDSET
+costs the same call). A watcher kept across waits (gevent's sockets) restarts with no syscall.
+What remains is Python-object work: gevent's wait path (Waiter, greenlet switch), shared with
+libev, and our two watcher objects per wait (gevent's IoWatcher around the io IOWatcher)."""
 REPEAT = 5
 #: Share of the full counts per measurement (sized for a ~10 minute whole run).
 SCALE = 0.4
