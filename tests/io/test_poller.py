@@ -150,9 +150,7 @@ def _signal_main_from_a_thread(then: threading.Event | None, send: socket.socket
         if then is not None and send is not None and then.wait(WAIT):
             send.send(b"x")
 
-    t = threading.Thread(target=helper)
-    t.start()
-    return t
+    return threading.Thread(target=helper)  # started by the caller, just before the wait
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
@@ -165,6 +163,7 @@ def test_a_signal_handler_runs_during_the_wait_and_the_wait_goes_on(poller, pair
     old = signal.signal(signal.SIGUSR1, lambda *_: ran.set())
     try:
         t = _signal_main_from_a_thread(ran, b, threading.Event())
+        t.start()
         events = poller.poll(WAIT)
         t.join(WAIT)
     finally:
@@ -184,8 +183,9 @@ def test_a_signal_handler_that_raises_ends_the_wait_with_its_exception(poller, p
 
     old = signal.signal(signal.SIGUSR1, boom)
     try:
+        t = _signal_main_from_a_thread(None, None, threading.Event())
         with pytest.raises(_Boom):
-            t = _signal_main_from_a_thread(None, None, threading.Event())
+            t.start()  # the handler may run before the wait starts: it raises here then
             poller.poll(WAIT)
         t.join(WAIT)
     finally:
