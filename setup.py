@@ -17,6 +17,7 @@ from setuptools.command.build_ext import build_ext
 
 # Kept in step with reseau_patch/io/accel.py's ACCELERATED (a test checks it).
 HOT_MODULES = {
+    "reseau_patch.io._poller_c": "reseau_patch/io/poller.py",
     "reseau_patch.io._event_loop_c": "reseau_patch/io/event_loop.py",
     "reseau_patch.hub._io_watcher_c": "reseau_patch/hub/io_watcher.py",
     "reseau_patch.hub._callbacks_c": "reseau_patch/hub/callbacks.py",

@@ -16,6 +16,7 @@ cdef class CallbackQueue:
     cdef object _loop
     cdef EventLoop _ev
     cdef object _queue
+    cdef object _append
     cdef bint _scheduled
     cdef object _drain_cb
     cdef CHandle _handle

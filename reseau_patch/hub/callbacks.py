@@ -89,6 +89,9 @@ class CallbackQueue:
         self._loop = loop
         self._ev = loop._ev
         self._queue: deque[callback] = deque()
+        # Bound once: the deque is never replaced (clear() empties it), and a stored
+        # method is a call without an attribute lookup on every sleep(0).
+        self._append = self._queue.append
         self._scheduled = False
         self._drain_cb = self._drain
         self._handle: Handle | None = None
@@ -107,7 +110,7 @@ class CallbackQueue:
         This bound method *is* ``loop.run_callback`` (one frame on gevent's hottest path).
         """
         cb = callback(func, args)
-        self._queue.append(cb)
+        self._append(cb)
         if not self._scheduled:
             self._schedule()
         return cb

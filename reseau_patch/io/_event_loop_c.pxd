@@ -4,6 +4,13 @@
 # module. EventLoop keeps a __dict__ (channel.py hangs its message pool on the loop; tests
 # shadow methods per instance) and a __weakref__ (hub/exit_parking.py tracks loops).
 cimport cython
+from reseau_patch.io._poller_c cimport Poller, _clock
+
+
+# time.monotonic() without a call into Python (event_loop.py binds its pure twin through
+# locals(), which Cython does not see).
+cdef inline double _monotonic() noexcept nogil:
+    return _clock()
 
 
 @cython.final
@@ -81,7 +88,7 @@ cdef class EventLoop:
     cdef public bint _lazy
     cdef public set _parked
     cdef public set _stale
-    cdef public object _poller
+    cdef public Poller _poller
     cdef public object _owner
     cdef public bint _running
     cdef public bint _stopping

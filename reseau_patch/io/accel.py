@@ -1,7 +1,8 @@
 """Compiled hot paths: swap a module's names for those of its Cython-compiled twin.
 
-The loop's hot modules (``io/event_loop.py``, ``hub/io_watcher.py``, ``hub/callbacks.py``)
-are plain Python.
+The loop's hot modules (``io/poller.py``, ``io/event_loop.py``, ``hub/io_watcher.py``,
+``hub/callbacks.py``) are plain Python (the compiled poller alone adds C of its own: its
+``epoll_wait``, in ``_poller_c.pxd``).
 ``pip install -e .`` also compiles each with Cython (pure-Python mode, typing in the ``.pxd``
 beside it, named after the extension) into an extension with its own name, e.g.
 ``reseau_patch.io._event_loop_c``. The ``.py`` module calls
@@ -29,6 +30,7 @@ __all__ = ["ACCELERATED", "build_problem", "import_c_accel", "pure_python_reques
 #: The hot module -> its compiled twin (setup.py builds exactly these). All or none are
 #: used: a compiled module makes C calls into the compiled types of the ones before it.
 ACCELERATED = {
+    "reseau_patch.io.poller": "reseau_patch.io._poller_c",
     "reseau_patch.io.event_loop": "reseau_patch.io._event_loop_c",
     "reseau_patch.hub.io_watcher": "reseau_patch.hub._io_watcher_c",
     "reseau_patch.hub.callbacks": "reseau_patch.hub._callbacks_c",

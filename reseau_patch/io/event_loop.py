@@ -53,7 +53,9 @@ __all__ = [
 
 MINPRI = -2
 MAXPRI = 2
-_monotonic = time.monotonic
+# Compiled, _monotonic is _event_loop_c.pxd's inline clock_gettime (no call into Python,
+# no float object); Cython does not see this assignment through locals() (gevent's trick).
+locals()["_monotonic"] = time.monotonic
 
 
 def _fresh_thread_module() -> Any:
@@ -331,7 +333,7 @@ class EventLoop:
         self._running = False
         self._stopping = False
         self._closed = False
-        self._now = _monotonic()
+        self._now = _monotonic()  # noqa: F821
         # Run queue: one deque per priority, index 0 = MAXPRI (runs first).
         self._queues: list[deque[Handle]] = [deque() for _ in range(MAXPRI - MINPRI + 1)]
         self._queued = 0
@@ -395,7 +397,7 @@ class EventLoop:
 
     def update_now(self) -> float:
         """Refresh and return the cached time."""
-        self._now = _monotonic()
+        self._now = _monotonic()  # noqa: F821
         return self._now
 
     # ------------------------------------------------------------------ run queue
@@ -596,6 +598,14 @@ class EventLoop:
         if entry is not None and entry.mask and len(entry.watchers) > 1:
             self._poller.modify(fd, entry.mask)
 
+    @property
+    def ctl_calls(self) -> int:
+        """Kernel interest-set updates made so far (``epoll_ctl`` calls; loop-only view).
+
+        For tests and statistics: a watcher restarted on its fd with the same mask should
+        not add one (see ``lazy_unregister``)."""
+        return self._poller.ctl_calls
+
     def fileno(self) -> int:
         """The poller's fd (epoll), or -1 for backends without one."""
         return self._poller.fileno()
@@ -786,7 +796,7 @@ class EventLoop:
             heapq.heappop(timers)
             self._timers_dead -= 1
         if timers:
-            return max(0.0, timers[0].when - _monotonic())
+            return max(0.0, timers[0].when - _monotonic())  # noqa: F821
         return -1.0
 
     def _tick(self, block: bool) -> None:
@@ -800,7 +810,7 @@ class EventLoop:
         else:
             timeout = self._poll_timeout(True)
         events = self._poller.poll(timeout)
-        start = self._now = _monotonic()
+        start = self._now = _monotonic()  # noqa: F821
         stats.ticks += 1
         if self._check_hooks:
             for h in list(self._check_hooks):
@@ -841,7 +851,7 @@ class EventLoop:
             for h in list(self._idle_hooks):
                 if h.active:
                     self._call(h.callback, ())
-        lat = _monotonic() - start
+        lat = _monotonic() - start  # noqa: F821
         stats.tick_latency_last = lat
         stats.tick_latency_total += lat
         if lat > stats.tick_latency_max:

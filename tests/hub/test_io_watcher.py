@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import weakref
 
@@ -71,3 +72,35 @@ def test_io_watcher_rejects_what_gevent_rejects(loop: ReseauLoop) -> None:
     closed.close()
     with pytest.raises(OSError):
         loop.io(fd, WRITE)  # a closed fd fails at creation, as with libev
+
+
+def test_gevent_waits_survive_an_fd_number_reused_behind_the_loops_back(_hub) -> None:
+    """gevent makes a new io watcher per wait and the loop keeps the fd registered between
+    waits (parked). A number closed without ``closing_fd`` and reused by another socket
+    must be registered again by the next wait; a wait costs at most one epoll_ctl."""
+    from gevent import socket as gsocket
+
+    ev = _hub.loop.io_loop
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    c = d = None
+    try:
+        gsocket.wait_write(fd, timeout=10)
+        before = ev.ctl_calls
+        for _ in range(3):
+            gsocket.wait_write(fd, timeout=10)
+        assert ev.ctl_calls - before <= 3
+        a.close()  # the stdlib's close: the loop is not told
+        c, d = socket.socketpair()
+        if c.fileno() != fd:
+            os.dup2(c.fileno(), fd)
+            c.close()
+            c = socket.socket(fileno=fd)
+        gsocket.wait_write(fd, timeout=10)  # same mask, new file: must fire, not time out
+        d.send(b"!")
+        gsocket.wait_read(fd, timeout=10)
+        assert c.recv(1) == b"!"
+    finally:
+        for s in (a, b, c, d):
+            if s is not None:
+                s.close()
