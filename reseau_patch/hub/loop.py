@@ -45,7 +45,6 @@ from .callbacks import CallbackQueue, callback
 from .children import ChildReaper, ChildWatcher
 from .signals import SignalDispatcher, SignalWatcher
 from .stat import StatWatcher
-from .thread_exit import at_thread_exit
 from .watchers import (
     AsyncWatcher,
     CheckWatcher,
@@ -120,13 +119,6 @@ def _noop() -> None:
     pass
 
 
-def _close_if_abandoned(ev: EventLoop) -> None:
-    """At its thread's exit: close the loop, whose hub greenlet (suspended inside its run)
-    died with the thread, unless it was closed already or handed to another thread."""
-    if not ev.closed and ev.is_loop_thread():
-        ev.abandon()
-
-
 @implementer(ILoop)
 class ReseauLoop:
     """gevent's loop contract (``gevent._interfaces.ILoop``) on one Reseau EventLoop."""
@@ -147,8 +139,6 @@ class ReseauLoop:
         # blocking call; keeping the kernel registration saves two epoll_ctl per wait.
         self._ev = EventLoop(backend=backend, lazy_unregister=True)
         exit_parking.track(self._ev)  # no SIGSEGV when a daemon thread's hub wakes at exit
-        # A finished thread's hub can never run again: its loop's fds go with the thread.
-        at_thread_exit(partial(_close_if_abandoned, self._ev))
         # Errors the EventLoop itself catches come back through our handle_error.
         self._ev.error_handler = self
         # Channel sockets under the hub: greenlets parked on them hold the loop alive.

@@ -976,14 +976,6 @@ class EventLoop:
         self.close()
 
     # ------------------------------------------------------------------ teardown
-    def abandon(self) -> None:
-        """Close the loop for good from its owner thread as that thread ends, even when a
-        run() is still on the stack: a greenlet suspended inside run() (a hub's) can never
-        be resumed once its thread is gone, so nothing will use the loop again."""
-        self.check_thread("abandon")
-        self._running = False
-        self.close()
-
     def close(self) -> None:
         """Release the poller and wake-up fd; queued work is dropped (owner, not running)."""
         if self._closed:

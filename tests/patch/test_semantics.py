@@ -28,7 +28,6 @@ SOCKET_CASES = [
     "resolver_threads_are_real_threads",
     "iterable_arguments_survive_a_wait",
     "ssl_reimported_after_patching",
-    "finished_threads_leave_no_fds",
 ]
 
 

@@ -388,42 +388,6 @@ def ssl_reimported_after_patching():
         sys.modules["ssl"] = first
 
 
-def finished_threads_leave_no_fds():
-    """A thread per request (socketserver.ThreadingMixIn): under thread=False each real
-    thread that waits gets a hub and loop; they must close with the thread (an epoll fd
-    and an eventfd each were left open, as gevent's libev hubs leave theirs)."""
-    import socketserver
-    import threading
-
-    class Echo(socketserver.StreamRequestHandler):
-        def handle(self):
-            self.wfile.write(b"hi\n")  # the client answers after this: our read parks
-            self.wfile.write(self.rfile.readline())
-
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo) as server:
-        server.daemon_threads = False  # server_close() joins the request threads
-        serving = threading.Thread(target=server.serve_forever, args=(0.05,))
-        serving.start()
-
-        def one_request():
-            with socket.create_connection(server.server_address, timeout=BOUND) as c:
-                f = c.makefile("rb")
-                assert f.readline() == b"hi\n"
-                c.sendall(b"ping\n")
-                assert f.readline() == b"ping\n"
-                f.close()
-
-        one_request()  # the first request sets up what stays (the serving thread's hub)
-        before = len(os.listdir("/proc/self/fd"))
-        for _ in range(20):
-            one_request()
-        server.shutdown()
-        serving.join(BOUND)
-        server.server_close()
-    after = len(os.listdir("/proc/self/fd"))
-    assert after <= before, f"{after - before} fds left by 20 finished request threads"
-
-
 if __name__ == "__main__":
     globals()[sys.argv[1]]()
     print("ok", sys.argv[1])
