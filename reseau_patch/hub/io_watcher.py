@@ -55,8 +55,7 @@ class IoWatcher:
         self._active = False
         self._callback = None
         self._args = None
-        # loop._ev, not the io_loop property: a Python frame less per blocking call.
-        self._w = IOWatcher(loop._ev, fd, events, priority=priority, ref=ref)
+        self._w = IOWatcher(loop.io_loop, fd, events, priority=priority, ref=ref)
         self._fresh = True  # first start re-sends the kernel mask (fd-reuse safety)
 
     # -- properties gevent reads and writes

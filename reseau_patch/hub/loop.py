@@ -138,6 +138,9 @@ class ReseauLoop:
         # lazy_unregister: gevent stops and restarts a socket's watcher around every
         # blocking call; keeping the kernel registration saves two epoll_ctl per wait.
         self._ev = EventLoop(backend=backend, lazy_unregister=True)
+        #: The io EventLoop this gevent loop runs on (channels share it with greenlets); a
+        #: plain attribute, read on every blocking call. Read-only by contract.
+        self.io_loop: EventLoop = self._ev
         exit_parking.track(self._ev)  # no SIGSEGV when a daemon thread's hub wakes at exit
         # Errors the EventLoop itself catches come back through our handle_error.
         self._ev.error_handler = self
@@ -157,11 +160,6 @@ class ReseauLoop:
         self._fork_watchers: set[ForkWatcher] = set()
 
     # ------------------------------------------------------------------ identity
-    @property
-    def io_loop(self) -> EventLoop:
-        """The io EventLoop this gevent loop runs on (channels share it with greenlets)."""
-        return self._ev
-
     @property
     def default(self) -> bool:
         return self._default and not self._destroyed
