@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where RESULTS.md goes (default benchmarks/RESULTS.md, or OUT/RESULTS.md "
                         "when --out is given)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-pin", action="store_true",
+                   help="let the scheduler place children (default: each round's children and "
+                        "their peers pinned to one CPU; see harness.py)")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
 
 
@@ -61,7 +64,7 @@ def main_args(args: argparse.Namespace, command: str) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else DEFAULT_ROUNDS)
     if rounds < 1:
         raise SystemExit(f"--rounds must be >= 1, got {rounds}")
-    doc = run_all(names, rounds, args.quick, command)
+    doc = run_all(names, rounds, args.quick, command, pin=not args.no_pin)
     files = save(doc, args.out)
     md = args.markdown
     if md is None:

@@ -10,6 +10,15 @@ Order: round 1 runs every (workload, part, implementation) once, then round 2, .
 a round the implementations' order rotates, so drifting load on a shared machine hits all
 of them alike. "best" is the best round (load only ever makes a run slower), "median" the
 median of rounds; ratios are median/median against the table's ``BASELINE``.
+
+Noise control (``--no-pin`` turns the first off): every child of round *r*, and the peer
+processes it starts, run pinned to one CPU (round *r* uses CPU ``r mod n``), and all of a
+round's children share one ``PYTHONHASHSEED``. On a 2-vCPU VM, whether the scheduler put a
+client and its peer on one CPU or on two moved a process's CPU cost per request by up to
+1.7x (cross-CPU wake-ups are dear under a hypervisor), and the hash seed moved it by ~10 %;
+both are per process, so they drowned the differences between implementations. Pinned, the
+rows track what each client costs (the peer's share is the same for every implementation).
+A workload whose load generator needs its own CPU (``wrk``) sets ``PIN = False``.
 """
 
 from __future__ import annotations
@@ -85,6 +94,10 @@ class Workload:
     def timeout(self, quick: bool) -> float:
         return 120.0 if quick else float(getattr(self.module, "TIMEOUT", 300.0))
 
+    @property
+    def pin(self) -> bool:
+        return bool(getattr(self.module, "PIN", True))
+
     def impls_for(self, part: str) -> list[str]:
         """Implementations that report something in ``part`` (PART_IMPLS may narrow it)."""
         narrowed = getattr(self.module, "PART_IMPLS", {}).get(part)
@@ -136,23 +149,35 @@ def load(name: str) -> Workload:
 
 
 # ---------------------------------------------------------------------------- children
-def _child_env(impl: str) -> dict[str, str]:
+def _child_env(impl: str, seed: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
     if impl in IMPLS:
         env.update(IMPLS[impl].env)
+    if seed is not None:
+        env["PYTHONHASHSEED"] = seed
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
 
-def spawn_child(workload: Workload, impl: str, quick: bool, part: str) -> dict[str, Any]:
-    """One child run; returns its JSON, or ``{"error": ...}`` (never raises)."""
+def child_settings(impl: str, cpu: int | None, seed: str | None) -> dict[str, Any]:
+    """``subprocess`` keywords for a child of ``impl``: its environment (``seed`` as
+    ``PYTHONHASHSEED``) and, given ``cpu``, an affinity to that CPU alone, which the
+    processes it starts inherit. The harness is single-threaded: a preexec_fn is safe."""
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+    return {"env": _child_env(impl, seed), "preexec_fn": pin}
+
+
+def spawn_child(workload: Workload, impl: str, quick: bool, part: str,
+                cpu: int | None = None, seed: str | None = None) -> dict[str, Any]:
+    """One child run, pinned to ``cpu`` (its children inherit it) with ``PYTHONHASHSEED``
+    ``seed`` when given; returns its JSON, or ``{"error": ...}`` (never raises)."""
     cmd = [sys.executable, "-m", "benchmarks.child", workload.name, impl, part or "-"]
     if quick:
         cmd.append("--quick")
     limit = workload.timeout(quick)
     try:
-        proc = subprocess.run(cmd, env=_child_env(impl), capture_output=True, text=True,
-                              timeout=limit, cwd=REPO, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=REPO,
+                              stdin=subprocess.DEVNULL, **child_settings(impl, cpu, seed))
     except subprocess.TimeoutExpired:
         return {"error": f"killed after {limit:.0f} s"}
     if proc.returncode != 0:
@@ -260,7 +285,7 @@ def aggregate(workload: Workload, samples: dict[str, list[dict[str, Any]]]) -> d
         targets.append({"metric": key, "op": op, "limit": limit, "what": what,
                         "ratio": ratio, "met": met})
     return {"name": workload.name, "title": workload.title, "baseline": workload.baseline,
-            "subject": workload.subject,
+            "subject": workload.subject, "pinned": workload.pin,
             "impls": {i: label(workload.module, i) for i in workload.impls},
             "metrics": {k: vars(m) for k, m in workload.metrics.items()},
             "headline": list(getattr(workload.module, "HEADLINE", ())),
@@ -268,8 +293,18 @@ def aggregate(workload: Workload, samples: dict[str, list[dict[str, Any]]]) -> d
             "rows": rows, "targets": targets}
 
 
-def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[str, Any]:
-    """Run ``names`` for ``rounds`` interleaved rounds; returns one result document."""
+def cpus() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return []
+
+
+def run_all(names: list[str], rounds: int, quick: bool, command: str,
+            pin: bool = True) -> dict[str, Any]:
+    """Run ``names`` for ``rounds`` interleaved rounds; returns one result document.
+    ``pin``: children pinned to one CPU per round (see the module doc)."""
     workloads = [load(n) for n in names]
     plan: list[tuple[int, Workload, str, str]] = []
     for r in range(rounds):
@@ -287,10 +322,15 @@ def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[st
     merged: dict[tuple[str, str, int], dict[str, Any]] = {}
     progress = Progress(len(plan))
     t0 = time.monotonic()
+    allowed = cpus() if pin else []
+    # A seed set by the caller wins (to repeat a run); else round r's children get r + 1.
+    fixed_seed = os.environ.get("PYTHONHASHSEED")
     for r, w, part, impl in plan:
+        cpu = allowed[r % len(allowed)] if allowed and w.pin else None
         progress.show(f"round {r + 1}/{w.rounds(rounds)} {w.name}"
-                      f"{'/' + part if part else ''} · {impl}")
-        res = spawn_child(w, impl, quick, part)
+                      f"{'/' + part if part else ''} · {impl}"
+                      + (f" (cpu {cpu})" if cpu is not None else ""))
+        res = spawn_child(w, impl, quick, part, cpu, fixed_seed or str(r + 1))
         progress.done += 1
         if "error" in res:
             progress.show(f"{w.name}{'/' + part if part else ''} · {impl} FAILED: "
@@ -312,6 +352,7 @@ def run_all(names: list[str], rounds: int, quick: bool, command: str) -> dict[st
     progress.close()
     return {"command": command, "started": started, "seconds": time.monotonic() - t0,
             "rounds": rounds, "quick": quick, "machine": info,
+            "pinned": bool(allowed), "hash_seed": fixed_seed or "round number",
             "loadavg_end": list(os.getloadavg()),
             "workloads": {w.name: aggregate(w, samples[w.name]) for w in workloads}}
 

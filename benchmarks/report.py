@@ -40,7 +40,11 @@ def workload_table(doc: dict[str, Any]) -> list[str]:
     impls = list(wl["impls"])
     lines = [f"## {wl['title']} (`{wl['name']}`)", ""]
     quick = " (quick)" if doc["quick"] else ""
-    lines.append(f"`{doc['command']}` — {doc['rounds']} round(s){quick}; {_machine(doc)}")
+    pinned = ""
+    if doc.get("pinned") and wl.get("pinned", True):
+        pinned = " (each round's processes pinned to one CPU, one hash seed per round)"
+    lines.append(f"`{doc['command']}` — {doc['rounds']} round(s){quick}{pinned}; "
+                 f"{_machine(doc)}")
     lines.append("")
     if wl["notes"]:
         lines += [wl["notes"].strip(), ""]
@@ -133,7 +137,10 @@ def write_markdown(docs: list[dict[str, Any]], path: Path, command: str) -> None
              "(`--rounds N` for more rounds, `--quick` for a smoke run, names to run a subset;",
              "see `README.md`). Each implementation runs in its own process; rounds are",
              "interleaved; numbers from a shared, loaded machine are noisy — compare ratios",
-             "taken in the same run, not absolute values across runs.", "",
+             "taken in the same run, not absolute values across runs. Unless `--no-pin`, a",
+             "round's client process and the peers it starts share one CPU and one hash seed",
+             "(why: `harness.py`), so a rate is what the client and its peer cost on one core.",
+             "",
              "## Headline", "",
              "<!-- headline:start (README-ready) -->"]
     lines += headline(docs)

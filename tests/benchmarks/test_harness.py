@@ -43,6 +43,8 @@ def test_quick_run_of_every_workload(tmp_path: Path) -> None:
         doc = json.loads((tmp_path / f"{name}.json").read_text())
         wl = doc["workload"]
         assert doc["quick"] and doc["rounds"] == 1
+        assert doc["pinned"] == (len(harness.cpus()) > 0)
+        assert wl["pinned"] == (name != "wsgi"), name  # wrk needs a CPU of its own
         assert doc["machine"]["cpus"] >= 1 and doc["machine"]["python"]
         for impl in wl["impls"]:
             row = wl["rows"][impl]
@@ -64,6 +66,21 @@ def test_quick_run_of_every_workload(tmp_path: Path) -> None:
     # A cache hit of reseau's resolver switches no greenlet at all.
     dns = json.loads((tmp_path / "dns.json").read_text())["workload"]
     assert dns["rows"]["reseau"]["metrics"]["switches"]["median"] == 0
+
+
+def test_a_pinned_child_and_its_children_run_on_one_cpu_with_the_rounds_seed() -> None:
+    cpu = harness.cpus()[-1]
+    probe = ("import os, subprocess, sys; print(sorted(os.sched_getaffinity(0)), "
+             "os.environ['PYTHONHASHSEED'], os.environ.get('GEVENT_LOOP')); sys.stdout.flush(); "
+             "subprocess.run([sys.executable, '-c', "
+             "'import os; print(sorted(os.sched_getaffinity(0)))'])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, **harness.child_settings("gevent", cpu, "7"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [f"[{cpu}] 7 libev-cext", f"[{cpu}]"]
+    unpinned = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              timeout=60, **harness.child_settings("stdlib", None, "3"))
+    assert unpinned.stdout.split("\n")[0] == f"{harness.cpus()} 3 None"
 
 
 def test_front_door_lists_the_same_workloads() -> None:
