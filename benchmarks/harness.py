@@ -11,14 +11,14 @@ a round the implementations' order rotates, so drifting load on a shared machine
 of them alike. "best" is the best round (load only ever makes a run slower), "median" the
 median of rounds; ratios are median/median against the table's ``BASELINE``.
 
-Noise control (``--no-pin`` turns the first off): every child of round *r*, and the peer
-processes it starts, run pinned to one CPU (round *r* uses CPU ``r mod n``), and all of a
-round's children share one ``PYTHONHASHSEED``. On a 2-vCPU VM, whether the scheduler put a
-client and its peer on one CPU or on two moved a process's CPU cost per request by up to
-1.7x (cross-CPU wake-ups are dear under a hypervisor), and the hash seed moved it by ~10 %;
-both are per process, so they drowned the differences between implementations. Pinned, the
-rows track what each client costs (the peer's share is the same for every implementation).
-A workload whose load generator needs its own CPU (``wrk``) sets ``PIN = False``.
+Noise control (``--no-pin`` turns the first off): every child of round *r* runs pinned to
+one CPU (round *r* uses CPU ``r mod n``) and the peer processes it starts (``servers.py``,
+the TLS server) to the others, as a client and a server on different cores of a real
+machine; all of a round's children share one ``PYTHONHASHSEED``. On a 2-vCPU VM, whether
+the scheduler put a client and its peer on one CPU or on two moved a process's CPU cost per
+request by up to 1.7x, and the hash seed moved it by ~10 %; both are per process, so they
+drowned the differences between implementations. A workload whose processes are placed
+otherwise (``wrk`` and the server under test) sets ``PIN = False``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import Any
 
 from .impls import CONTROLLED_ENV, IMPLS, unavailable
+from .pinning import PEER_CPUS_ENV
 from .registry import WORKLOADS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +151,7 @@ def load(name: str) -> Workload:
 
 # ---------------------------------------------------------------------------- children
 def _child_env(impl: str, seed: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV + (PEER_CPUS_ENV,)}
     if impl in IMPLS:
         env.update(IMPLS[impl].env)
     if seed is not None:
@@ -161,10 +162,17 @@ def _child_env(impl: str, seed: str | None) -> dict[str, str]:
 
 def child_settings(impl: str, cpu: int | None, seed: str | None) -> dict[str, Any]:
     """``subprocess`` keywords for a child of ``impl``: its environment (``seed`` as
-    ``PYTHONHASHSEED``) and, given ``cpu``, an affinity to that CPU alone, which the
-    processes it starts inherit. The harness is single-threaded: a preexec_fn is safe."""
-    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
-    return {"env": _child_env(impl, seed), "preexec_fn": pin}
+    ``PYTHONHASHSEED``) and, given ``cpu``, an affinity to that CPU alone, with the other
+    CPUs named in :data:`PEER_CPUS_ENV` for the peers it starts (:func:`pin_peer`). The
+    harness is single-threaded: a preexec_fn is safe."""
+    env = _child_env(impl, seed)
+    pin = None
+    if cpu is not None:
+        pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+        others = [c for c in cpus() if c != cpu]
+        if others:
+            env[PEER_CPUS_ENV] = ",".join(map(str, others))
+    return {"env": env, "preexec_fn": pin}
 
 
 def spawn_child(workload: Workload, impl: str, quick: bool, part: str,

@@ -42,7 +42,7 @@ def workload_table(doc: dict[str, Any]) -> list[str]:
     quick = " (quick)" if doc["quick"] else ""
     pinned = ""
     if doc.get("pinned") and wl.get("pinned", True):
-        pinned = " (each round's processes pinned to one CPU, one hash seed per round)"
+        pinned = " (client pinned to one CPU, peers to the other, one hash seed per round)"
     lines.append(f"`{doc['command']}` — {doc['rounds']} round(s){quick}{pinned}; "
                  f"{_machine(doc)}")
     lines.append("")
@@ -138,8 +138,8 @@ def write_markdown(docs: list[dict[str, Any]], path: Path, command: str) -> None
              "see `README.md`). Each implementation runs in its own process; rounds are",
              "interleaved; numbers from a shared, loaded machine are noisy — compare ratios",
              "taken in the same run, not absolute values across runs. Unless `--no-pin`, a",
-             "round's client process and the peers it starts share one CPU and one hash seed",
-             "(why: `harness.py`), so a rate is what the client and its peer cost on one core.",
+             "round's client process runs pinned to one CPU, the peers it starts to the other,",
+             "and a round's processes share one hash seed (why: `harness.py`).",
              "",
              "## Headline", "",
              "<!-- headline:start (README-ready) -->"]

@@ -43,6 +43,10 @@ CHUNK = 256 * 1024
 # ---------------------------------------------------------------- the server (unpatched)
 def run_server(workdir: str, mib: int) -> None:
     """Serve the four workloads on loopback; print the ports as JSON, run until stdin ends."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.pinning import pin_peer
+
+    pin_peer()  # on the CPUs the harness left for peers, if it pinned the client
     import http.server
     import socket
     import ssl

@@ -68,19 +68,21 @@ def test_quick_run_of_every_workload(tmp_path: Path) -> None:
     assert dns["rows"]["reseau"]["metrics"]["switches"]["median"] == 0
 
 
-def test_a_pinned_child_and_its_children_run_on_one_cpu_with_the_rounds_seed() -> None:
+def test_a_pinned_child_runs_on_one_cpu_and_its_peers_on_the_others() -> None:
     cpu = harness.cpus()[-1]
+    # The child, then a peer it starts (which moves itself to the CPUs left for peers).
     probe = ("import os, subprocess, sys; print(sorted(os.sched_getaffinity(0)), "
              "os.environ['PYTHONHASHSEED'], os.environ.get('GEVENT_LOOP')); sys.stdout.flush(); "
-             "subprocess.run([sys.executable, '-c', "
-             "'import os; print(sorted(os.sched_getaffinity(0)))'])")
+             "subprocess.run([sys.executable, '-c', 'from benchmarks.pinning import pin_peer; "
+             "import os; pin_peer(); print(sorted(os.sched_getaffinity(0)))'])")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60, **harness.child_settings("gevent", cpu, "7"))
+                          timeout=60, cwd=ROOT, **harness.child_settings("gevent", cpu, "7"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == [f"[{cpu}] 7 libev-cext", f"[{cpu}]"]
+    peers = [c for c in harness.cpus() if c != cpu] or [cpu]
+    assert proc.stdout.split("\n")[:2] == [f"[{cpu}] 7 libev-cext", str(peers)]
     unpinned = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                              timeout=60, **harness.child_settings("stdlib", None, "3"))
-    assert unpinned.stdout.split("\n")[0] == f"{harness.cpus()} 3 None"
+                              timeout=60, cwd=ROOT, **harness.child_settings("stdlib", None, "3"))
+    assert unpinned.stdout.split("\n")[:2] == [f"{harness.cpus()} 3 None", str(harness.cpus())]
 
 
 def test_front_door_lists_the_same_workloads() -> None:
