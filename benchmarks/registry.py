@@ -14,7 +14,8 @@ WORKLOADS: dict[str, str] = {
     "sockets_echo": "benchmarks.sockets_api",
     "tls": "benchmarks.tls_bench",
     "wsgi": "benchmarks.wsgi_bench",
+    "instructions": "benchmarks.instructions",
 }
 #: Workloads whose run() patches by itself (or drives servers in other processes): the
 #: child starts them with the implementation's environment but patches nothing first.
-PATCHES_ITSELF: set[str] = {"tls", "wsgi"}
+PATCHES_ITSELF: set[str] = {"tls", "wsgi", "instructions"}

@@ -1,0 +1,71 @@
+"""Instructions per operation in the client process, counted by callgrind.
+
+Wall-clock rows on a shared 2-vCPU VM move by 10-30 % between runs of one implementation;
+an instruction count does not (repeat runs agree to well under 1 %). Each implementation's
+client (``instructions_client.py``: patched as the implementation says, peer in another
+process) runs under ``valgrind --tool=callgrind`` twice, with N and with 2N operations; the
+difference divided by N is what one operation costs, start-up and imports cancelled out
+(``--quick`` runs once and divides everything by N: a check of the harness, not a number).
+It counts user-space instructions only: not the kernel's work (syscalls per operation:
+``perf trace -s``), nor cache misses or stalls, so it says which client does less work,
+not by how much it is faster. Lower is better.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from .harness import Metric
+from .servers import peer
+
+TITLE = "Client instructions per operation (callgrind; deterministic)"
+BASELINE = "gevent"
+IMPLS = ("reseau", "gevent", "stdlib")
+PARTS = ("pingpong", "http", "https")
+METRICS = {
+    "pingpong": Metric("64 B ping-pong through the patched socket", "instructions/round trip",
+                       higher_is_better=False, part="pingpong"),
+    "http": Metric("requests keep-alive GET", "instructions/request", higher_is_better=False,
+                   part="http"),
+    "https": Metric("requests HTTPS keep-alive GET", "instructions/request",
+                    higher_is_better=False, part="https"),
+}
+REQUIRES_COMMANDS = ("valgrind",)
+MAX_ROUNDS = 1  # deterministic: one round says it
+TIMEOUT = 600
+COUNTS = {"pingpong": 2000, "http": 100, "https": 100}
+_COLLECTED = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def _instructions(impl: str, op: str, n: int, port: int, ca: str | None) -> int:
+    with tempfile.TemporaryDirectory(prefix="reseau-callgrind-") as tmp:
+        # cachegrind without its cache simulation: the same instruction count as
+        # callgrind's, a third faster.
+        cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+               f"--cachegrind-out-file={tmp}/out",
+               sys.executable, "-m", "benchmarks.instructions_client", impl, op, str(n),
+               str(port)] + ([ca] if ca else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT / 3,
+                              env=os.environ.copy())
+    m = _COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or not m:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"callgrind run of {impl} {op} x{n} failed: {tail}")
+    return int(m.group(1).replace(",", ""))
+
+
+def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
+    n = max(COUNTS[part] // 20, 5) if quick else COUNTS[part]
+    tls = part == "https"
+    with peer("echo" if part == "pingpong" else "http", tls=tls) as (port, ca):
+        op = "pingpong" if part == "pingpong" else "get"
+        one = _instructions(impl, op, n, port, ca)
+        if quick:  # a smoke run checks the harness: one run, start-up included
+            return {part: one / n}
+        two = _instructions(impl, op, 2 * n, port, ca)
+    return {part: (two - one) / n}
