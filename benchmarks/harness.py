@@ -177,8 +177,9 @@ def child_settings(impl: str, cpu: int | None, seed: str | None) -> dict[str, An
 
 def spawn_child(workload: Workload, impl: str, quick: bool, part: str,
                 cpu: int | None = None, seed: str | None = None) -> dict[str, Any]:
-    """One child run, pinned to ``cpu`` (its children inherit it) with ``PYTHONHASHSEED``
-    ``seed`` when given; returns its JSON, or ``{"error": ...}`` (never raises)."""
+    """One child run, pinned to ``cpu`` (see :func:`child_settings`) with
+    ``PYTHONHASHSEED`` ``seed`` when given; returns its JSON, or ``{"error": ...}`` (never
+    raises)."""
     cmd = [sys.executable, "-m", "benchmarks.child", workload.name, impl, part or "-"]
     if quick:
         cmd.append("--quick")
