@@ -1,9 +1,11 @@
 """Instructions per operation in the client process, counted by callgrind.
 
 Wall-clock rows on a shared 2-vCPU VM move by 10-30 % between runs of one implementation;
-an instruction count does not (repeat runs agree to well under 1 %). Each implementation's
+an instruction count moves much less: repeat runs agree to 0.1 % for the GET rows and to a
+few % (reseau 14.5-16.4 k, gevent 22.6-22.8 k) for ping-pong, where how often a read finds
+the reply already there instead of parking depends on timing. Each implementation's
 client (``instructions_client.py``: patched as the implementation says, peer in another
-process) runs under ``valgrind --tool=callgrind`` twice, with N and with 2N operations; the
+process) runs under valgrind (cachegrind, no cache simulation) twice, with N and 2N operations; the
 difference divided by N is what one operation costs, start-up and imports cancelled out
 (``--quick`` runs once and divides everything by N: a check of the harness, not a number).
 It counts user-space instructions only: not the kernel's work (syscalls per operation:
@@ -26,7 +28,9 @@ from .servers import peer
 TITLE = "Client instructions per operation (callgrind; deterministic)"
 BASELINE = "gevent"
 IMPLS = ("reseau", "gevent", "stdlib")
-PARTS = ("pingpong", "http", "https")
+PARTS = ("pingpong", "http", "https", "sockets")
+#: The Sockets-shaped API against gevent's own socket module, nothing patched.
+PART_IMPLS = {"sockets": ("reseau", "gevent")}
 METRICS = {
     "pingpong": Metric("64 B ping-pong through the patched socket", "instructions/round trip",
                        higher_is_better=False, part="pingpong"),
@@ -34,11 +38,14 @@ METRICS = {
                    part="http"),
     "https": Metric("requests HTTPS keep-alive GET", "instructions/request",
                     higher_is_better=False, part="https"),
+    "sockets": Metric("64 B ping-pong in one process, reseau_patch.sockets vs gevent's "
+                      "socket module (libev-cext)", "instructions/round trip",
+                      higher_is_better=False, part="sockets"),
 }
 REQUIRES_COMMANDS = ("valgrind",)
 MAX_ROUNDS = 1  # deterministic: one round says it
 TIMEOUT = 600
-COUNTS = {"pingpong": 2000, "http": 100, "https": 100}
+COUNTS = {"pingpong": 2000, "http": 100, "https": 100, "sockets": 2000}
 _COLLECTED = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -61,6 +68,11 @@ def _instructions(impl: str, op: str, n: int, port: int, ca: str | None) -> int:
 
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     n = max(COUNTS[part] // 20, 5) if quick else COUNTS[part]
+    if part == "sockets":  # both ends in the client process: no peer
+        one = _instructions(impl, part, n, 0, None)
+        if quick:
+            return {part: one / n}
+        return {part: (_instructions(impl, part, 2 * n, 0, None) - one) / n}
     tls = part == "https"
     with peer("echo" if part == "pingpong" else "http", tls=tls) as (port, ca):
         op = "pingpong" if part == "pingpong" else "get"

@@ -1,7 +1,8 @@
 """``python -m benchmarks.instructions_client IMPL OP N PORT [CA]``: N operations of one
 kind through IMPL's patched socket, for :mod:`benchmarks.instructions` to run under
 callgrind. Patches before anything imports ``socket``; the peer is another process,
-started by the caller (callgrind does not follow it).
+started by the caller (callgrind does not follow it). OP ``sockets`` patches nothing: an
+in-process echo through ``reseau_patch.sockets`` (IMPL reseau) or gevent's own sockets.
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ import sys
 
 
 def main(impl: str, op: str, n: int, port: int, ca: str | None) -> None:
+    if op == "sockets":  # nothing patched: the Sockets API, or gevent's own sockets
+        from benchmarks import sockets_echo as se
+
+        api, _ = se.setup_api("reseau" if impl == "reseau" else "gevent-libev")
+        echo_port, stop = api.serve(se.echo_handler(api))
+        se.pingpong(api, echo_port, n, 10)
+        stop()
+        return
     from benchmarks import impls
 
     impls.prepare(impl)

@@ -143,7 +143,7 @@ def _gevent_api() -> Api:
 
 
 # ---------------------------------------------------------------------------- workloads
-def _echo(api: Api) -> Callable[[Any], None]:
+def echo_handler(api: Api) -> Callable[[Any], None]:
     """Server side: read whatever is there, write it back, until EOF; then close."""
     def handler(conn: Any) -> None:
         buf = bytearray(CHUNK)
@@ -309,7 +309,7 @@ def channel_bulk(name: str, nbytes: int) -> float:
 
     if name != "reseau":
         api = _gevent_api()
-        port, stop = api.serve(_echo(api))
+        port, stop = api.serve(echo_handler(api))
         conn = api.connect(port)
         try:
             secs = _count_echo(conn, nbytes, api.read_into, api.write_all)
@@ -357,7 +357,7 @@ def channel_bulk(name: str, nbytes: int) -> float:
     return nbytes / secs / 1e6
 
 
-def _setup(name: str) -> tuple[Api, str]:
+def setup_api(name: str) -> tuple[Api, str]:
     """The API for ``name`` and a note naming the loop actually used."""
     import gevent
 
@@ -378,9 +378,9 @@ def run_worker(name: str, rounds: int, warmup: int, nbytes: int, timeout: float,
     """Both workloads for ``name`` in this process; ``profile(label, fn)`` wraps each."""
     import gevent
 
-    api, note = _setup(name)
+    api, note = setup_api(name)
     wrap = profile or (lambda _label, fn: fn())
-    port, stop = api.serve(_echo(api))
+    port, stop = api.serve(echo_handler(api))
     io_loop = getattr(gevent.get_hub().loop, "io_loop", None)
     try:
         ticks0 = io_loop.stats.ticks if io_loop is not None else 0
