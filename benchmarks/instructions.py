@@ -66,18 +66,19 @@ def _instructions(impl: str, op: str, n: int, port: int, ca: str | None) -> int:
     return int(m.group(1).replace(",", ""))
 
 
+def _per_op(impl: str, op: str, n: int, port: int, ca: str | None, quick: bool) -> float:
+    """Instructions per operation: (I(2N) - I(N)) / N; a smoke run (``quick``) runs once
+    and divides everything, start-up included, by N."""
+    one = _instructions(impl, op, n, port, ca)
+    if quick:
+        return one / n
+    return (_instructions(impl, op, 2 * n, port, ca) - one) / n
+
+
 def run(impl: str, quick: bool, part: str) -> dict[str, Any]:
     n = max(COUNTS[part] // 20, 5) if quick else COUNTS[part]
     if part == "sockets":  # both ends in the client process: no peer
-        one = _instructions(impl, part, n, 0, None)
-        if quick:
-            return {part: one / n}
-        return {part: (_instructions(impl, part, 2 * n, 0, None) - one) / n}
-    tls = part == "https"
-    with peer("echo" if part == "pingpong" else "http", tls=tls) as (port, ca):
-        op = "pingpong" if part == "pingpong" else "get"
-        one = _instructions(impl, op, n, port, ca)
-        if quick:  # a smoke run checks the harness: one run, start-up included
-            return {part: one / n}
-        two = _instructions(impl, op, 2 * n, port, ca)
-    return {part: (two - one) / n}
+        return {part: _per_op(impl, part, n, 0, None, quick)}
+    op = "pingpong" if part == "pingpong" else "get"
+    with peer("echo" if part == "pingpong" else "http", tls=part == "https") as (port, ca):
+        return {part: _per_op(impl, op, n, port, ca, quick)}
