@@ -622,8 +622,9 @@ class _TlsSetup:
         self.user_factory = factory
         self.user_on_setup = on_setup
         self.user_on_shutdown = on_shutdown
-        #: Channels whose handshake has not been reported as a setup yet.
-        self.pending: dict[Channel, TlsHandler] = {}
+        #: Channels whose handshake has not been reported as a setup yet (None: reported
+        #: as failed already, the channel is shutting down).
+        self.pending: dict[Channel, TlsHandler | None] = {}
 
     def _server_hostname(self) -> str | None:
         return None
@@ -649,7 +650,8 @@ class _TlsSetup:
 
     def _negotiated(self, channel: Channel, tls: TlsHandler, err: BaseException | None) -> None:
         if err is not None:
-            return  # the channel is shutting down; on_shutdown reports the failure
+            self._handshake_failed(channel, err)
+            return
         right = tls.slot.right.handler if tls.slot and tls.slot.right else None
         if isinstance(right, AlpnHandler):
             try:
@@ -665,12 +667,18 @@ class _TlsSetup:
             channel.on_shutdown = self.user_on_shutdown
         self.user_on_setup(channel, None)
 
+    def _handshake_failed(self, channel: Channel, err: BaseException) -> None:
+        """The handshake failed and the channel is shutting down: by default
+        :meth:`on_shutdown` reports it, once the channel is down."""
+
     def on_shutdown(self, channel: Channel, err: BaseException | None) -> None:
-        tls = self.pending.pop(channel, None)
-        if tls is None:
+        if channel not in self.pending:
             if self.user_on_shutdown is not None:
                 self.user_on_shutdown(channel, err)
             return
+        tls = self.pending.pop(channel)
+        if tls is None:
+            return  # reported when the handshake failed (_handshake_failed)
         self._setup_failed(channel, err or tls.error or ConnectionAbortedError(
             errno.ECONNABORTED, "connection closed during the TLS handshake"))
 
@@ -709,6 +717,12 @@ class TlsServerSetup(_TlsSetup):
         super().__init__(options, factory, on_incoming, on_shutdown)
         self.on_handshake_error = on_handshake_error
         self.handshake_errors: deque[BaseException] = deque(maxlen=16)
+
+    def _handshake_failed(self, channel: Channel, err: BaseException) -> None:
+        # Recorded now, not once the channel is down: the peer may see the close (and
+        # look at the errors) before the channel's shutdown completes.
+        self.pending[channel] = None
+        self._setup_failed(channel, err)
 
     def _setup_failed(self, channel: Channel, err: BaseException) -> None:
         self.handshake_errors.append(err)

@@ -92,3 +92,14 @@ class Parker:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             self._loop.call_soon(waiter.switch, value)
+
+    def wake_now(self, value: Any = None) -> None:
+        """Resume the parked greenlet at once (hub only), as gevent's watcher callbacks do.
+
+        Only for callbacks that run nothing else around them: an fd-readiness report or a
+        timer, not a handler sequence (use :meth:`wake` there). The woken greenlet runs
+        until it parks again, then the loop goes on with this tick.
+        """
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.switch(value)

@@ -441,7 +441,7 @@ class TCPSocket(ChannelHandler):
 
     def _on_fd_readable(self, revents: int) -> None:
         if self._reader.waiting:
-            self._reader.wake()  # queued: the reader runs after this tick's io reports
+            self._reader.wake_now()  # only the parked reader runs on this report
         else:
             self._dsock.unsubscribe_readable()  # level-triggered: nobody to tell
 
