@@ -354,10 +354,12 @@ class Socket:
 
         Level-triggered: unsubscribe while you cannot consume, or the loop spins.
         """
-        self._require_open()
-        if self._read_watcher is None:
-            self._read_watcher = self._watcher(READ)
-        self._read_watcher.start(on_readable)
+        if self.state is SocketState.CLOSED:  # _require_open, inline: every wait calls this
+            raise os_error(errno.EBADF, "socket is closed")
+        watcher = self._read_watcher
+        if watcher is None:
+            watcher = self._read_watcher = self._watcher(READ)
+        watcher.start(on_readable)
 
     def unsubscribe_readable(self) -> None:
         if self._read_watcher is not None:

@@ -51,35 +51,39 @@ def in_hub() -> bool:
 class Parker:
     """One parking spot: ``park(timeout)`` blocks the caller, ``wake(value)`` resumes it."""
 
-    __slots__ = ("owner", "what", "_waiter", "_loop")
+    __slots__ = ("owner", "what", "waiter", "_loop")
 
     def __init__(self, owner: object, what: str) -> None:
         self.owner = owner
         self.what = what
-        self._waiter: Waiter | None = None
+        #: The parked greenlet's Waiter, None when nobody is parked (read it, never set it).
+        self.waiter: Waiter | None = None
         self._loop: EventLoop | None = None
 
     @property
     def waiting(self) -> bool:
-        return self._waiter is not None
+        return self.waiter is not None
 
     def park(self, loop: EventLoop, timeout: float | None) -> Any:
         """Block until woken; returns the wake value, or :data:`TIMED_OUT`."""
-        if self._waiter is not None:
+        if self.waiter is not None:
             raise ConcurrentObjectUseError(
                 f"another greenlet is already waiting to {self.what} on {self.owner!r}")
         hub = get_hub()
         if getcurrent() is hub:
             raise RuntimeError(f"cannot block to {self.what} inside the hub (a loop callback)")
-        waiter = self._waiter = Waiter(hub)
+        waiter = self.waiter = Waiter(hub)
         self._loop = loop
-        timer = loop.call_later(timeout, self.wake, TIMED_OUT) if timeout is not None else None
+        # A timer runs nothing around it: the switch may be direct.
+        timer = (loop.call_later(timeout, self.wake_now, TIMED_OUT) if timeout is not None
+                 else None)
         loop.ref()  # a parked greenlet keeps the hub's loop running (its watchers may not)
         try:
             return waiter.get()
         finally:
             loop.unref()
-            self._waiter = None
+            if self.waiter is waiter:  # (a queued wake lets another greenlet park first)
+                self.waiter = None
             if timer is not None:
                 timer.cancel()
 
@@ -89,17 +93,20 @@ class Parker:
         The switch is queued, not done here: the caller is usually a handler in the middle
         of a read or shutdown sequence, and the woken greenlet must not run inside it.
         """
-        waiter, self._waiter = self._waiter, None
+        waiter, self.waiter = self.waiter, None
         if waiter is not None:
             self._loop.call_soon(waiter.switch, value)
 
-    def wake_now(self, value: Any = None) -> None:
-        """Resume the parked greenlet at once (hub only), as gevent's watcher callbacks do.
+    def wake_now(self, value: Any = None) -> bool:
+        """Resume the parked greenlet at once (hub only), as gevent's watcher callbacks do;
+        False if none was parked.
 
         Only for callbacks that run nothing else around them: an fd-readiness report or a
         timer, not a handler sequence (use :meth:`wake` there). The woken greenlet runs
         until it parks again, then the loop goes on with this tick.
         """
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.switch(value)
+        waiter, self.waiter = self.waiter, None
+        if waiter is None:
+            return False
+        waiter.switch(value)
+        return True

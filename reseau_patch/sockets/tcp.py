@@ -132,6 +132,9 @@ class _Unparked:
 _UNPARKED = _Unparked()
 
 
+_CONNECTED = _State.CONNECTED
+
+
 class TCPSocket(ChannelHandler):
     """A connected TCP (or unix) stream on a channel. Built by ``connect``/``accept``."""
 
@@ -400,11 +403,13 @@ class TCPSocket(ChannelHandler):
         self._dsh.resume_reading()
 
     def _direct_ready(self) -> bool:
-        """Whether a direct ``recv`` may run now: nothing buffered, nothing ended."""
-        return (self._direct and self._pos == self._end
-                and self._state is _State.CONNECTED and not self._eof
-                and self._read_error is None and not self._shut_down
-                and not self._dsh.shutting_down and not self._dsock.closed)
+        """Whether a direct ``recv`` may run now: nothing buffered, nothing ended.
+
+        The socket handler's ``shutting_down`` stands for the channel's shutdown and the
+        fd's close (both run through it); readinto spells this check out inline."""
+        return (self._direct and self._pos == self._end and not self._eof
+                and self._read_error is None and self._state is _CONNECTED
+                and not self._dsh.shutting_down)
 
     def _recv_failed(self, exc: OSError) -> None:
         """A direct read failed: the connection is broken, as when the handler's read fails."""
@@ -420,8 +425,9 @@ class TCPSocket(ChannelHandler):
 
     def _park_readable(self, deadline: float | None) -> None:
         """Park the reader until the fd is readable (or a wake, the deadline, a close)."""
-        if self._reader.waiting:
-            self._park(self._reader, deadline)  # raises ConcurrentObjectUseError
+        reader = self._reader
+        if reader.waiter is not None:
+            self._park(reader, deadline)  # raises ConcurrentObjectUseError
         if deadline is None and self._timeout is not None:
             deadline = time.monotonic() + self._timeout
         sock = self._dsock
@@ -431,18 +437,17 @@ class TCPSocket(ChannelHandler):
         sock.subscribe_readable(self._on_fd_readable)
         try:
             if deadline is None:
-                self._reader.park(self._loop, None)
+                reader.park(self._loop, None)
             else:
-                self._park(self._reader, deadline)
+                self._park(reader, deadline)
         except BaseException:
             if self._direct or self._eng is not None:
                 sock.unsubscribe_readable()
             raise
 
     def _on_fd_readable(self, revents: int) -> None:
-        if self._reader.waiting:
-            self._reader.wake_now()  # only the parked reader runs on this report
-        else:
+        # Only the parked reader runs on this report (a direct switch).
+        if not self._reader.wake_now():
             self._dsock.unsubscribe_readable()  # level-triggered: nobody to tell
 
     def _fill_direct(self, deadline: float | None, block: bool = True) -> bool:
@@ -737,14 +742,17 @@ class TCPSocket(ChannelHandler):
 
     def readinto(self, buf: bytearray | memoryview) -> int:
         """Copy up to ``len(buf)`` bytes once at least one is available; 0 at EOF."""
-        self._check_thread("readinto")
+        if not self._loop.is_loop_thread():
+            self._check_thread("readinto")
         view = memoryview(buf).cast("B")
         if not len(view):
             return 0
         if self._direct:
             deadline = None
-            ready = self._direct_ready()
-            while ready:
+            # _direct_ready(), spelled out: the hottest wait of the Sockets API.
+            while (self._pos == self._end and not self._eof and self._read_error is None
+                   and self._state is _CONNECTED and not self._dsh.shutting_down
+                   and self._direct):
                 try:
                     n = _C.recv_into(self._draw, view)
                 except (BlockingIOError, InterruptedError):
@@ -756,7 +764,6 @@ class TCPSocket(ChannelHandler):
                     if deadline is None and self._timeout is not None:
                         deadline = time.monotonic() + self._timeout
                     self._park_readable(deadline)
-                    ready = self._direct_ready()
                     continue
                 if not n:
                     self._got_eof()
@@ -880,7 +887,8 @@ class TCPSocket(ChannelHandler):
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Queue all of ``data``; returns its length. Parks while too much is in flight."""
-        self._check_thread("write")
+        if not self._loop.is_loop_thread():
+            self._check_thread("write")
         self._check_write()
         view = memoryview(data).cast("B")
         if self._tls_try:
