@@ -100,7 +100,16 @@ class ChannelHandler:
     Subclasses override what they need. ``slot`` is set when the handler is installed.
     """
 
-    slot: ChannelSlot | None = None
+    # No instance dict from the base: a subclass with __slots__ stays without one (a
+    # managed dict cost every connection's handlers ~70 bytes); one without gets its own.
+    __slots__ = ("slot",)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for an attribute not set: ``slot`` reads None until installed,
+        # whether or not a subclass's __init__ called ours.
+        if name == "slot":
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
         slot.send_message(msg, Direction.READ)

@@ -64,7 +64,6 @@ import enum
 import errno
 import functools
 import ssl
-import sys
 import time
 from typing import Any
 
@@ -105,14 +104,6 @@ def _recv_or_none(raw: _socket.socket, size: int) -> bytes | None:
         return None
 
 
-def _interned(addr: Any) -> Any:
-    """A sockaddr tuple whose host string is shared with every other socket's (each
-    ``getpeername`` makes a new string: ~60 bytes per address kept per connection)."""
-    if type(addr) is tuple and addr and type(addr[0]) is str:
-        return (sys.intern(addr[0]), *addr[1:])
-    return addr
-
-
 def _ebadf() -> OSError:
     return os_error(errno.EBADF, "socket is closed")
 
@@ -133,6 +124,8 @@ _UNPARKED = _Unparked()
 
 
 _CONNECTED = _State.CONNECTED
+#: The receive buffer before any byte arrived, and after a reader emptied it to park.
+_NO_BUFFER = b""
 
 
 class TCPSocket(ChannelHandler):
@@ -141,11 +134,11 @@ class TCPSocket(ChannelHandler):
     # Slots: an instance dict of these ~35 fields cost ~1.3 KiB per idle connection (the
     # base class's dict stays empty: ~40 bytes).
     __slots__ = ("_loop", "read_buffer_capacity", "back_pressure", "_want", "_need",
-                 "channel", "slot", "_buf", "_pos", "_end", "_eof", "_read_error",
+                 "channel", "_buf", "_pos", "_end", "_eof", "_read_error",
                  "_write_error", "_in_flight", "_write_closed", "_state", "_shut_down",
                  "_timeout", "_reader", "_writer", "_closer", "_sockname", "_peername",
                  "max_buffered", "_direct", "_dsh", "_dsock", "_draw", "_tls_try", "_tlsh",
-                 "_eng", "host")
+                 "_eng", "host", "__weakref__")
 
     def __init__(self, loop: EventLoop, *, read_buffer_capacity: int = DEFAULT_READ_CAPACITY,
                  back_pressure: bool = True) -> None:
@@ -163,8 +156,9 @@ class TCPSocket(ChannelHandler):
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
         # Received bytes are _buf[_pos:_end]; the bytearray keeps its size between reads
+        # (_NO_BUFFER, shared, until bytes arrive: an idle connection allocates none).
         # (shrinking and regrowing it costs a realloc and fresh pages per bulk message).
-        self._buf = bytearray()
+        self._buf: bytearray | bytes = _NO_BUFFER
         self._pos = 0
         self._end = 0
         self._eof = False
@@ -179,6 +173,8 @@ class TCPSocket(ChannelHandler):
         # Made when a greenlet first waits to write or to close (_write_parker...).
         self._writer: Parker | _Unparked = _UNPARKED
         self._closer: Parker | _Unparked = _UNPARKED
+        # Kept only once the channel shuts down (its fd closes): until then, asked of the
+        # kernel (two tuples per idle connection otherwise).
         self._sockname: Any = None
         self._peername: Any = None
         #: Largest number of bytes ever held in the receive buffer (for back-pressure tests).
@@ -199,12 +195,6 @@ class TCPSocket(ChannelHandler):
     def attach(self, channel: Channel) -> TCPSocket:
         """Bootstrap hook: called with the new channel before this handler is installed."""
         self.channel = channel
-        sock = channel.first.handler.socket  # type: ignore[union-attr]
-        try:
-            self._sockname = _interned(sock.local_address())
-            self._peername = _interned(sock.remote_address())
-        except OSError:
-            pass  # the peer already went away; the first read reports it
         return self
 
     def initial_window_size(self) -> int:
@@ -225,6 +215,11 @@ class TCPSocket(ChannelHandler):
 
     def shutdown(self, slot: ChannelSlot, direction: Direction, error: BaseException | None,
                  abort: bool) -> None:
+        if direction is Direction.READ and self._peername is None:
+            # The fd closes in the write direction: keep the addresses for the caller who
+            # asks after the connection went down (a live one asks the kernel).
+            self._sockname = self._kernel_address(False)
+            self._peername = self._kernel_address(True)
         if error is not None:
             if self._read_error is None and not self._eof:
                 self._read_error = error
@@ -286,6 +281,9 @@ class TCPSocket(ChannelHandler):
         """Make ``_buf[_end:_end + n]`` writable (no view of the buffer may be alive)."""
         end = self._end
         buf = self._buf
+        if buf is _NO_BUFFER:
+            self._buf = bytearray(n)
+            return
         if end + n > len(buf):
             pos = self._pos
             if pos:  # move what is held to the front (same-size slice: a memmove)
@@ -301,7 +299,7 @@ class TCPSocket(ChannelHandler):
         memory back (an idle connection holds none; a streaming reader rarely parks).
         No view of the buffer may be alive."""
         if self._pos == self._end and self._buf:
-            self._buf = bytearray()
+            self._buf = _NO_BUFFER
             self._pos = self._end = 0
 
     def _append(self, data: bytes | bytearray | memoryview) -> None:
@@ -359,7 +357,7 @@ class TCPSocket(ChannelHandler):
         if self._pos == self._end:
             self._pos = self._end = 0
             if len(self._buf) > max(4 * self.read_buffer_capacity, 1 << 20):
-                self._buf = bytearray()  # a big read is over: give its memory back
+                self._buf = _NO_BUFFER  # a big read is over: give its memory back
         if n:
             self._grant_for(0)
 
@@ -988,7 +986,7 @@ class TCPSocket(ChannelHandler):
             if not self._shut_down:
                 self._abort()
         self._state = _State.CLOSED
-        self._buf = bytearray()
+        self._buf = _NO_BUFFER
         self._pos = self._end = 0
 
     def _abort(self) -> None:
@@ -1040,14 +1038,33 @@ class TCPSocket(ChannelHandler):
         return self._timeout
 
     def getsockname(self) -> tuple[IPAddr, int] | str:
-        if self._state is not _State.CONNECTED or self._sockname is None:
+        if self._state is not _CONNECTED:
             raise _ebadf()
-        return sockaddr_to_inetaddr(self._sockname)
+        addr = self._sockname if self._sockname is not None else self._kernel_address(False)
+        if addr is None:
+            raise _ebadf()
+        return sockaddr_to_inetaddr(addr)
 
     def getpeername(self) -> tuple[IPAddr, int] | str:
-        if self._state is not _State.CONNECTED or self._peername is None:
-            raise os_error(errno.ENOTCONN) if self._state is _State.CONNECTED else _ebadf()
-        return sockaddr_to_inetaddr(self._peername)
+        if self._state is not _CONNECTED:
+            raise _ebadf()
+        addr = self._peername if self._peername is not None else self._kernel_address(True)
+        if addr is None:
+            raise os_error(errno.ENOTCONN)  # reset, or the fd is gone: as the stdlib says
+        return sockaddr_to_inetaddr(addr)
+
+    def _kernel_address(self, remote: bool) -> Any:
+        """The connection's address from the kernel (not kept: ~112 bytes per idle
+        connection); None once its fd is closed or the peer reset it."""
+        ch = self.channel
+        first = ch.first if ch is not None else None
+        sock = getattr(first.handler, "socket", None) if first is not None else None
+        if sock is None or sock.closed:
+            return None
+        try:
+            return sock.remote_address() if remote else sock.local_address()
+        except OSError:
+            return None
 
     # ================================================================ TLS
 
@@ -1118,5 +1135,7 @@ class TCPSocket(ChannelHandler):
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<TCPSocket {self._state.value} local={self._sockname!r} "
-                f"peer={self._peername!r} buffered={self._available()}>")
+        local = self._sockname or self._kernel_address(False)
+        peer = self._peername or self._kernel_address(True)
+        return (f"<TCPSocket {self._state.value} local={local!r} peer={peer!r} "
+                f"buffered={self._available()}>")

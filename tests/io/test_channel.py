@@ -281,3 +281,18 @@ def test_loop_only_slot_operations_raise_off_thread(lt):
     with pytest.raises(LoopThreadError):
         ChannelSlot(ch).set_handler(ChannelHandler())
     lt.call(ch.shutdown)
+
+
+def test_handler_slot_reads_none_until_installed_without_a_base_dict():
+    class NoSuperInit(ChannelHandler):
+        def __init__(self) -> None:
+            self.seen = 1  # a subclass without __slots__ gets its own dict
+
+    class Slotted(ChannelHandler):
+        __slots__ = ("x",)
+
+    for h in (ChannelHandler(), NoSuperInit(), Slotted()):
+        assert h.slot is None
+        with pytest.raises(AttributeError, match="has no attribute 'missing'"):
+            h.missing  # noqa: B018
+    assert not hasattr(Slotted(), "__dict__")

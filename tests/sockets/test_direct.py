@@ -240,3 +240,63 @@ def test_readiness_watcher_left_on_after_a_wait_turns_itself_off(run):
         c.close()
         s.close()
     run(body)
+
+
+def test_idle_socket_holds_no_buffer_or_addresses_and_answers_names_from_the_kernel(run):
+    """An idle connection allocates no receive buffer and keeps no address tuples: the
+    names come from the kernel while the fd is open. Once the channel is down (fd closed)
+    they are the ones it had: after a reset getpeername says ENOTCONN, as the stdlib's does;
+    after a local shutdown with the peer still there, it answers as before."""
+    def body():
+        c, s = _pair()
+        g = gevent.spawn(s.readinto, bytearray(4))
+        gevent.sleep(0.01)
+        assert s.buffer_memory == 0
+        assert s.getsockname() == c.getpeername() and s.getpeername() == c.getsockname()
+        c.write(b"ping")
+        assert g.get(timeout=5) == 4
+        s.write(b"x" * 100)
+        assert c.peek(1) == b"x" and c.buffer_memory > 0  # peek needs the buffer
+        assert c.read(100) == b"x" * 100
+        c_local, c_peer = c.getsockname(), c.getpeername()
+        c.channel.shutdown()  # local shutdown: c's fd closes, the peer is still there
+        with gevent.Timeout(5):
+            while c.isopen:
+                gevent.sleep(0.01)
+        assert (c.getsockname(), c.getpeername()) == (c_local, c_peer)
+        c.close()
+        with pytest.raises(OSError) as err:
+            c.getpeername()
+        assert err.value.errno == errno.EBADF
+
+        c, s = _pair()
+        local = s.getsockname()
+        raw = _handler(c).socket.raw
+        raw.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST: s's channel goes down and its fd closes
+        with pytest.raises(ConnectionResetError):
+            s.readinto(bytearray(4))
+        with gevent.Timeout(5):
+            while s.isopen:
+                gevent.sleep(0.01)
+        assert s.getsockname() == local
+        with pytest.raises(OSError) as err:
+            s.getpeername()
+        assert err.value.errno == errno.ENOTCONN
+        s.close()
+    run(body)
+
+
+def test_sockets_can_be_weakly_referenced_and_handlers_have_no_dict(run):
+    import weakref
+
+    def body():
+        c, s = _pair()
+        ref = weakref.ref(c)
+        assert ref() is c
+        with pytest.raises(AttributeError, match="no attribute 'undeclared'"):
+            c.undeclared = 1  # slots only: no per-connection dict
+        assert not hasattr(_handler(c), "__dict__")
+        c.close()
+        s.close()
+    run(body)
