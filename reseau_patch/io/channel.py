@@ -100,16 +100,15 @@ class ChannelHandler:
     Subclasses override what they need. ``slot`` is set when the handler is installed.
     """
 
-    # No instance dict from the base: a subclass with __slots__ stays without one (a
-    # managed dict cost every connection's handlers ~70 bytes); one without gets its own.
-    __slots__ = ("slot",)
+    # No instance dict from the base: a subclass with __slots__ (and "slot" among them)
+    # stays without one (a managed dict cost each connection's handlers ~70 bytes); a
+    # subclass without __slots__ gets its own dict, where ``slot`` lands (None until then).
+    __slots__ = ()
+    slot: ChannelSlot | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for an attribute not set: ``slot`` reads None until installed,
-        # whether or not a subclass's __init__ called ours.
-        if name == "slot":
-            return None
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def __new__(cls, *args: Any, **kwargs: Any) -> ChannelHandler:
+        # A bare ChannelHandler() (a pass-through) needs somewhere to keep its slot.
+        return object.__new__(_PassThroughHandler if cls is ChannelHandler else cls)
 
     def process_read(self, slot: ChannelSlot, msg: IoMessage) -> None:
         slot.send_message(msg, Direction.READ)
@@ -141,6 +140,10 @@ class ChannelHandler:
 
     def destroy(self) -> None:
         """Release resources; the slot is gone."""
+
+
+class _PassThroughHandler(ChannelHandler):
+    """What ``ChannelHandler()`` makes: every default, with a dict for ``slot``."""
 
 
 class ChannelSlot:

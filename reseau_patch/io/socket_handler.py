@@ -39,7 +39,7 @@ MAX_READ_PER_EVENT = LARGE_FRAGMENT
 class SocketHandler(ChannelHandler):
     """Binds one connected :class:`Socket` to the left end of a channel."""
 
-    __slots__ = ("socket", "max_read", "eof", "shutting_down", "read_paused",
+    __slots__ = ("socket", "max_read", "slot", "eof", "shutting_down", "read_paused",
                  "_write_shutdown_done", "bytes_read", "bytes_written")
 
     def __init__(self, socket: Socket, max_read: int = MAX_READ_PER_EVENT) -> None:

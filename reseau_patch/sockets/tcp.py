@@ -134,7 +134,7 @@ class TCPSocket(ChannelHandler):
     # Slots: an instance dict of these ~35 fields cost ~1.3 KiB per idle connection (the
     # base class's dict stays empty: ~40 bytes).
     __slots__ = ("_loop", "read_buffer_capacity", "back_pressure", "_want", "_need",
-                 "channel", "_buf", "_pos", "_end", "_eof", "_read_error",
+                 "channel", "slot", "_buf", "_pos", "_end", "_eof", "_read_error",
                  "_write_error", "_in_flight", "_write_closed", "_state", "_shut_down",
                  "_timeout", "_reader", "_writer", "_closer", "_sockname", "_peername",
                  "max_buffered", "_direct", "_dsh", "_dsock", "_draw", "_tls_try", "_tlsh",

@@ -289,10 +289,17 @@ def test_handler_slot_reads_none_until_installed_without_a_base_dict():
             self.seen = 1  # a subclass without __slots__ gets its own dict
 
     class Slotted(ChannelHandler):
-        __slots__ = ("x",)
+        __slots__ = ("slot", "x")
 
-    for h in (ChannelHandler(), NoSuperInit(), Slotted()):
-        assert h.slot is None
-        with pytest.raises(AttributeError, match="has no attribute 'missing'"):
-            h.missing  # noqa: B018
+    bare = ChannelHandler()
+    assert isinstance(bare, ChannelHandler)
+    for h in (bare, NoSuperInit(), Slotted()):
+        assert getattr(h, "slot", None) is None
     assert not hasattr(Slotted(), "__dict__")
+    ch = Channel(EventLoop(), back_pressure=False)
+    try:
+        ch.activate()
+        slot = ch.add_handler(bare)
+        assert bare.slot is slot
+    finally:
+        ch.loop.close()
