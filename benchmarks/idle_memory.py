@@ -45,13 +45,15 @@ glibc `mallinfo2`, resident bytes per mapping). Per connection, 2026-12-06:
   `IOWatcher` 88 B + the loop's fd entry ~220 B + the Waiter/timer-free park. Was 9.1 KiB:
   FdWaits' two lists and per-socket lock (~250 B) and the frame object a frame gets when
   it catches EAGAIN and then parks (~200 B) are gone.
-* reseau-sockets plaintext (1.04x, missed): TCPSocket (slots) 312 B, io Socket 192 B,
-  Channel 168 B, two ChannelSlots 176 B, SocketHandler 128 B, `_socket.socket` 48 B,
-  IOWatcher + its callback + fd entry ~320 B, the read Parker 64 B, the cached
-  sockname/peername ~180 B: ~0.7 KB of objects more than the patched socket, the price of
-  the channel pipeline under the blocking API. Was 13.9 KiB, then 9.57: the write/close
-  Parkers are made on first wait, the connect's write watcher and address are dropped
-  once connected (~350 B).
+* reseau-sockets plaintext (parity with gevent since c92eca9): TCPSocket (slots, no
+  dict) 296 B, io Socket 192 B, Channel 168 B, two ChannelSlots 176 B, SocketHandler
+  104 B, `_socket.socket` 48 B, IOWatcher + its callback + fd entry ~320 B, the read
+  Parker 64 B: ~0.5 KB of objects more than the patched socket, the price of the channel
+  pipeline under the blocking API, offset by a smaller saved stack (2.3 vs 3.0 KB). Was
+  13.9 KiB, then 9.57, then 9.37: the write/close Parkers are made on first wait, the
+  connect's write watcher and address are dropped once connected (~350 B); the receive
+  buffer is allocated when bytes arrive, the addresses are asked of the kernel, the
+  handlers carry no base-class dict (~300 B).
 * TLS, both reseau rows: OpenSSL's per-connection state (the SSL object, keys, the
   session — the NewSessionTicket's replaces the handshake's) is ~19.5 KB in any stack;
   the sans-IO engine adds its two MemoryBIOs (~1.7 KB). Reading the server's TLS 1.3
