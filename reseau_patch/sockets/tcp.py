@@ -25,9 +25,10 @@ Contract:
 * **Direct mode** (the fast path). When the channel is exactly ``[SocketHandler, self]``
   the socket handler is paused and this socket uses the fd itself: a read with nothing
   buffered is one ``recv_into`` into the caller's buffer, waiting for readiness (the io
-  socket's read watcher, owned by the parked reader) only on EAGAIN; bytes stay in the
-  kernel until a reader asks, so the receive buffer holds at most what a ``peek``/
-  ``readline``/``read(n)`` needed. A write with nothing queued is one ``send``; only the
+  socket's read watcher, owned by the parked reader; its report switches to the reader
+  directly, as gevent's watchers do) only on EAGAIN; bytes stay in the kernel until a
+  reader asks, so the receive buffer holds at most what a ``peek``/``readline``/
+  ``read(n)`` needed, and none while idle. A write with nothing queued is one ``send``; only the
   remainder goes through the channel (in messages of up to 256 KiB), and the next write
   parks until that remainder drained, so order is kept and at most one write's
   remainder is ever queued (non-blocking writes and writes from the hub keep the
@@ -55,6 +56,9 @@ Contract:
 * **Close.** ``close()`` flushes queued writes (bounded by the timeout, else 30 s, then
   aborts), shuts the channel down and waits for it. Afterwards every IO call raises
   ``OSError(EBADF)``. ``closewrite()`` half-closes: the peer sees EOF, reads go on.
+* **Names.** ``getsockname``/``getpeername`` ask the kernel while the fd is open; when the
+  channel shuts down (the fd closes) the answers of that moment are kept. After a reset
+  ``getpeername`` raises ``OSError(ENOTCONN)``, as the stdlib's does.
 """
 
 from __future__ import annotations
@@ -156,8 +160,8 @@ class TCPSocket(ChannelHandler):
         self.channel: Channel | None = None
         self.slot: ChannelSlot | None = None
         # Received bytes are _buf[_pos:_end]; the bytearray keeps its size between reads
-        # (_NO_BUFFER, shared, until bytes arrive: an idle connection allocates none).
         # (shrinking and regrowing it costs a realloc and fresh pages per bulk message).
+        # It is _NO_BUFFER, shared, until bytes arrive: an idle connection allocates none.
         self._buf: bytearray | bytes = _NO_BUFFER
         self._pos = 0
         self._end = 0
@@ -215,9 +219,10 @@ class TCPSocket(ChannelHandler):
 
     def shutdown(self, slot: ChannelSlot, direction: Direction, error: BaseException | None,
                  abort: bool) -> None:
-        if direction is Direction.READ and self._peername is None:
+        if direction is Direction.READ and self._peername is None and self._state is _CONNECTED:
             # The fd closes in the write direction: keep the addresses for the caller who
-            # asks after the connection went down (a live one asks the kernel).
+            # asks after the connection went down (a live one asks the kernel; after
+            # close() nobody may ask).
             self._sockname = self._kernel_address(False)
             self._peername = self._kernel_address(True)
         if error is not None:
