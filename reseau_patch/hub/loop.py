@@ -37,10 +37,11 @@ from typing import Any
 from gevent._ffi.loop import EVENTS
 from gevent._interfaces import ILoop
 from gevent.exceptions import HubDestroyed
+from greenlet import getcurrent
 from zope.interface import implementer
 
 from ..io.event_loop import MAXPRI, MINPRI, READ, WRITE, EventLoop, Hook
-from . import exit_parking
+from . import exit_parking, thread_exit
 from .callbacks import CallbackQueue, callback
 from .children import ChildReaper, ChildWatcher
 from .signals import SignalDispatcher, SignalWatcher
@@ -150,6 +151,7 @@ class ReseauLoop:
         self._destroyed = False
         self._close_after_run = False
         self._break_requested = False
+        self._hub_watched = False  # thread_exit ends our hub with its thread
         self._pid = os.getpid()
         self._callbacks = CallbackQueue(self)
         self.run_callback = self._callbacks.add  # type: ignore[method-assign] # hot path
@@ -232,6 +234,11 @@ class ReseauLoop:
         nested = ev.running
         if os.getpid() != self._pid:
             self.reinit()  # forked without gevent.reinit(): don't share the parent's epoll
+        if not self._hub_watched:
+            hub = getcurrent()
+            if getattr(hub, "loop", None) is self:  # run by its hub, not by a test
+                self._hub_watched = True
+                thread_exit.watch(hub)
         self._break_requested = False
         try:
             while True:

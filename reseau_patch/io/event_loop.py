@@ -28,6 +28,7 @@ import heapq
 import importlib.machinery
 import importlib.util
 import os
+import posix
 import sys
 import threading
 import time
@@ -37,6 +38,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .poller import ERROR, READ, WRITE, make_poller
+
+# close(2) itself: after patch_all(os=True) ``os.close`` is gevent's, which defers the close
+# to a check watcher of the caller's hub, and the loop closing its own fds may be that hub's.
+_close_fd = posix.close
 
 __all__ = [
     "ERROR",
@@ -327,6 +332,7 @@ class EventLoop:
         self._lazy = lazy_unregister
         self._parked: set[int] = set()
         self._stale: set[int] = set()
+        self._wake_r = self._wake_w = -1  # no fd to release yet (see __del__)
         self._poller = make_poller(backend)
         self.backend = self._poller.name
         self._owner = _get_ident()
@@ -355,11 +361,7 @@ class EventLoop:
         # Cross-thread queue and its wake-up fd (eventfd; a pipe where there is none).
         self._posted: deque[tuple[Callable[..., Any], tuple]] = deque()
         self._post_lock = _allocate_lock()
-        if hasattr(os, "eventfd"):
-            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        else:
-            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._poller.register(self._wake_r, READ)
+        self._open_wake_fds()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ thread rules
@@ -624,14 +626,10 @@ class EventLoop:
         old_poller.close()
         for fd in {self._wake_r, self._wake_w}:
             try:
-                os.close(fd)
+                _close_fd(fd)
             except OSError:
                 pass
-        if hasattr(os, "eventfd"):
-            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        else:
-            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._poller.register(self._wake_r, READ)
+        self._open_wake_fds()
         self._reregister_all()
         if self._posted:
             self._wake()
@@ -1003,10 +1001,33 @@ class EventLoop:
                 h.active = False
             kind.clear()
         self._refs = 0
+        self._release_fds()
+
+    def _open_wake_fds(self) -> None:
+        # The wake-up fd of post(): an eventfd; a pipe where there is none.
+        if hasattr(os, "eventfd"):
+            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        else:
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._poller.register(self._wake_r, READ)
+
+    def _release_fds(self) -> None:
         self._poller.close()
-        os.close(self._wake_r)
-        if self._wake_w != self._wake_r:
-            os.close(self._wake_w)
+        for fd in {self._wake_r, self._wake_w}:
+            if fd >= 0:
+                _close_fd(fd)
+        self._wake_r = self._wake_w = -1
+
+    def __del__(self) -> None:
+        # Freed without close(): gevent drops a finished thread-pool worker's hub that way.
+        # Its epoll object closes itself when freed; the wake-up fd is a bare int and would
+        # stay open. No thread rule here: nothing can be running a loop being freed.
+        if not self._closed and getattr(self, "_poller", None) is not None:
+            self._closed = True
+            try:
+                self._release_fds()
+            except OSError:
+                pass
 
     def pending_counts(self) -> dict[str, int]:
         """Live handles by kind (loop-only view; used by leak checks and statistics)."""

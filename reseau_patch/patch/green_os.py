@@ -17,6 +17,7 @@ keep gevent's behaviour (SIGCHLD handlers, ``waitpid(-1)`` of watched children).
 from __future__ import annotations
 
 import os as _stdos
+import posix
 from typing import Any
 
 __all__ = ["fork", "install", "waitpid"]
@@ -65,7 +66,7 @@ def _wait_for_exit(pid: int) -> None:
         finally:
             watcher.close()
     finally:
-        _stdos.close(fd)
+        posix.close(fd)  # the watcher is gone: no need for gevent's deferred close
 
 
 def install() -> None:
