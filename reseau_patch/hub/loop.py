@@ -116,10 +116,6 @@ def _last_resort_report(context: object, exc: BaseException) -> None:
         pass
 
 
-def _noop() -> None:
-    pass
-
-
 @implementer(ILoop)
 class ReseauLoop:
     """gevent's loop contract (``gevent._interfaces.ILoop``) on one Reseau EventLoop."""
@@ -362,15 +358,20 @@ class ReseauLoop:
         if not watchers:
             return False
         hook = Hook(ev, "check", ref=False)
+        # Like libev's pending feed, the next poll must not block: an active idle hook keeps
+        # its timeout at 0. (A queued no-op would not: a closer running in this tick's io or
+        # timer phase is followed by its queued phase, which would drain the no-op.)
+        nudge = Hook(ev, "idle", ref=False)
 
         def feed() -> None:
             hook.stop()
+            nudge.stop()
             for w in watchers:
                 if w.active and w.callback is not None:
                     w.callback(w.events)
 
+        nudge.start(nudge.stop)
         hook.start(feed)
-        ev.call_soon(_noop)  # like libev's pending feed: the next poll must not block
         return True
 
     # ------------------------------------------------------------------ lifecycle
