@@ -139,6 +139,9 @@ class ReseauLoop:
         #: plain attribute, read on every blocking call. Read-only by contract.
         self.io_loop: EventLoop = self._ev
         exit_parking.track(self._ev)  # no SIGSEGV when a daemon thread's hub wakes at exit
+        # Destroyed when this thread ends, with the hub that runs it (attached in run()).
+        thread_exit.watch(self)
+        self._hub_attached = False
         # Errors the EventLoop itself catches come back through our handle_error.
         self._ev.error_handler = self
         # Channel sockets under the hub: greenlets parked on them hold the loop alive.
@@ -147,7 +150,6 @@ class ReseauLoop:
         self._destroyed = False
         self._close_after_run = False
         self._break_requested = False
-        self._hub_watched = False  # thread_exit ends our hub with its thread
         self._pid = os.getpid()
         self._callbacks = CallbackQueue(self)
         self.run_callback = self._callbacks.add  # type: ignore[method-assign] # hot path
@@ -230,11 +232,11 @@ class ReseauLoop:
         nested = ev.running
         if os.getpid() != self._pid:
             self.reinit()  # forked without gevent.reinit(): don't share the parent's epoll
-        if not self._hub_watched:
+        if not self._hub_attached:
             hub = getcurrent()
             if getattr(hub, "loop", None) is self:  # run by its hub, not by a test
-                self._hub_watched = True
-                thread_exit.watch(hub)
+                self._hub_attached = True
+                thread_exit.attach(self, hub)
         self._break_requested = False
         try:
             while True:

@@ -123,6 +123,27 @@ def case_parked_greenlet() -> None:
     assert open_fds() == fds
 
 
+def case_hub_never_ran() -> None:
+    """A thread whose hub never ran (no call had to wait): its loop closes as the thread
+    ends, not at some later garbage collection (the hub and loop are a reference cycle)."""
+    gevent.sleep(0)
+    gc.collect()
+    gc.disable()  # the guard, not the collector, must close them
+    fds = open_fds()
+
+    def touch() -> None:
+        gevent.get_hub()
+        a, b = socket.socketpair()
+        a.sendall(b"x")
+        assert b.recv(1) == b"x"
+        a.close()
+        b.close()
+
+    run_threads(touch)
+    assert open_fds() == fds, f"{open_fds() - fds} fds left until a garbage collection"
+    gc.enable()
+
+
 def case_gevent_threadpool() -> None:
     """gevent's own thread pool destroys its workers' hubs first: the guard must not mind."""
     pool = gevent.get_hub().threadpool
