@@ -193,10 +193,12 @@ class EpollPoller(Poller):
             raise OSError(err, os.strerror(err))
 
     def unregister(self, fd: int) -> None:
-        """Forget ``fd``. Already closed (EBADF) or already gone (ENOENT) is not an error."""
+        """Forget ``fd``. Already closed (EBADF), already gone (ENOENT), or by now a file that
+        epoll cannot hold at all (EPERM: the number was closed and reused for a regular file
+        or /dev/null) is not an error: it is not in the set either way."""
         self.ctl_calls += 1
         err = _epoll_ctl(self, _CTL_DEL, fd, 0)  # noqa: F821
-        if err and err != errno.EBADF and err != errno.ENOENT:
+        if err and err != errno.EBADF and err != errno.ENOENT and err != errno.EPERM:
             raise OSError(err, os.strerror(err))
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:

@@ -74,6 +74,19 @@ def test_unregister_of_a_closed_or_unknown_fd_is_not_an_error(poller) -> None:
     poller.unregister(fd)
 
 
+def test_unregister_of_a_number_reused_by_an_unpollable_file_is_not_an_error(
+        poller, tmp_path) -> None:
+    """The fd was closed and its number reused by a file epoll cannot hold (EPERM)."""
+    a, b = socket.socketpair()
+    poller.register(a.fileno(), READ)
+    fd = a.fileno()
+    a.close()
+    b.close()
+    with open(tmp_path / "f", "wb") as f:
+        assert f.fileno() == fd  # the lowest free number: the one just closed
+        poller.unregister(fd)
+
+
 def test_closed_epoll_poller_raises_what_select_epoll_raises(pair) -> None:
     if "epoll" not in BACKENDS:
         pytest.skip("no epoll")
