@@ -51,11 +51,15 @@ _SSLError = ssl.SSLError
 _WantRead = ssl.SSLWantReadError
 _SSL_ERROR_EOF = ssl.SSL_ERROR_EOF
 
-#: Kernel reads of a blocking socket ask for this much (at least 64 KiB, as the issue asks;
-#: 256 KiB measured ~10% less CPU per MB than 64 KiB), the size of the shared buffers.
-_READ_MAX = 256 * 1024
-#: Plaintext encrypted per step: bounds the ciphertext a large sendall holds.
-_WRITE_CHUNK = 256 * 1024
+#: Kernel reads of a blocking socket ask for this much (at least 64 KiB, as the issue asks),
+#: the size of the shared buffers. Why not more: OpenSSL's memory BIOs never give memory
+#: back, each keeps ~4/3 of the largest amount it ever held, for the connection's life.
+#: At 256 KiB (here and below) an idle connection kept ~660 KiB after bulk traffic
+#: (gevent's: 36), at 64 KiB ~170; TLS bulk MB/s did not move beyond the run-to-run noise
+#: (``python benchmarks/tls_patched.py --rounds 8 --only recv,send``, twice each way).
+_READ_MAX = 64 * 1024
+#: Plaintext encrypted per step: bounds the ciphertext the outgoing BIO holds (see above).
+_WRITE_CHUNK = 64 * 1024
 #: Reusable receive buffers; list pop/append are atomic, so threads never share one.
 _RECV_BUFFERS: list[bytearray] = []
 _UNSET: Any = object()
