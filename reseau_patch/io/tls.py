@@ -59,7 +59,7 @@ from typing import Any
 from .alpn import AlpnHandler, AlpnSelector
 from .channel import Channel, ChannelHandler, ChannelSlot, ChannelTask, Direction, TaskStatus
 from .message import LARGE_FRAGMENT, MAX_FRAGMENT, IoMessage
-from .tls_engine import TlsEngine
+from .tls_engine import BIO_STEP, TlsEngine
 from .tls_options import DEFAULT_TLS_TIMEOUT, TlsConnectionOptions, TlsContextOptions
 
 __all__ = [
@@ -306,9 +306,15 @@ class TlsHandler(ChannelHandler):
         if self._read_closed or self._end_eof or self._end_error is not None:
             msg.release()
             return
-        self.engine.receive_data(msg.data())
+        data = msg.data()
+        # Up to BIO_STEP at a time, decrypting in between: the engine's BIO keeps its peak.
+        for off in range(0, len(data), BIO_STEP):
+            if self._read_closed or self._end_eof or self._end_error is not None:
+                break
+            self.engine.receive_data(data[off:off + BIO_STEP])
+            self._after_input()
+        data.release()
         msg.release()
-        self._after_input()
 
     def process_read_eof(self, slot: ChannelSlot) -> None:
         if self._read_closed or self.engine.eof_received:
@@ -495,8 +501,13 @@ class TlsHandler(ChannelHandler):
 
     def _encrypt(self, msg: IoMessage) -> None:
         data = msg.data()
-        if len(data):
-            self.engine.write(data)  # a memory BIO takes everything: no partial writes
+        # A memory BIO takes everything (no partial writes) and keeps its peak: encrypt
+        # BIO_STEP at a time, each step's ciphertext sent on before the next.
+        for off in range(0, len(data), BIO_STEP):
+            if off:
+                self._flush_out()
+            self.engine.write(data[off:off + BIO_STEP])
+        data.release()
         cb = msg.on_completion
         msg.release()
         self._flush_out(cb)

@@ -36,7 +36,7 @@ from typing import Any
 
 from gevent.monkey import get_original
 
-from ..io.tls_engine import TlsEngine
+from ..io.tls_engine import BIO_STEP, TlsEngine
 from .green_socket import GreenSocket, _yield_to_hub, byte_view
 from .waiting import READ, WRITE
 
@@ -52,14 +52,10 @@ _WantRead = ssl.SSLWantReadError
 _SSL_ERROR_EOF = ssl.SSL_ERROR_EOF
 
 #: Kernel reads of a blocking socket ask for this much (at least 64 KiB, as the issue asks),
-#: the size of the shared buffers. Why not more: OpenSSL's memory BIOs never give memory
-#: back, each keeps ~4/3 of the largest amount it ever held, for the connection's life.
-#: At 256 KiB (here and below) an idle connection kept ~660 KiB after bulk traffic
-#: (gevent's: 36), at 64 KiB ~170; TLS bulk MB/s did not move beyond the run-to-run noise
-#: (``python benchmarks/tls_patched.py --rounds 8 --only recv,send``, twice each way).
-_READ_MAX = 64 * 1024
-#: Plaintext encrypted per step: bounds the ciphertext the outgoing BIO holds (see above).
-_WRITE_CHUNK = 64 * 1024
+#: the size of the shared buffers; no more than the engine should take at once.
+_READ_MAX = BIO_STEP
+#: Plaintext encrypted per step: bounds the ciphertext the outgoing BIO holds.
+_WRITE_CHUNK = BIO_STEP
 #: Reusable receive buffers; list pop/append are atomic, so threads never share one.
 _RECV_BUFFERS: list[bytearray] = []
 _UNSET: Any = object()

@@ -77,7 +77,7 @@ from ..io.message import MAX_FRAGMENT, IoMessage
 from ..io.socket import Socket, os_error
 from ..io.socket_handler import SocketHandler
 from ..io.tls import TlsHandler, TlsState
-from ..io.tls_engine import TlsEngine
+from ..io.tls_engine import BIO_STEP, TlsEngine
 from .addresses import IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker, in_hub
 
@@ -89,10 +89,6 @@ CLOSE_FLUSH_DEFAULT = 30.0
 _C = _socket.socket  # unbound C methods, as io/socket.py uses them
 _DIRECT_RECV_MAX = 256 * 1024  # largest single recv into the buffer in direct mode
 _QUEUE_CHUNK = 256 * 1024  # largest write message sent into the channel
-# Direct TLS: each kernel read and each encrypt step. OpenSSL's memory BIOs never give
-# memory back (each keeps ~4/3 of the most it ever held, for the connection's life): at
-# 256 KiB an idle connection kept ~630 KiB after bulk traffic, at 64 KiB ~170.
-_TLS_STEP = 64 * 1024
 
 
 class _State(enum.Enum):
@@ -602,10 +598,10 @@ class TCPSocket(ChannelHandler):
     def _tls_recv(self) -> bool:
         """One kernel read (several records) into the engine; False on EAGAIN.
 
-        Always ``_TLS_STEP`` (several records: fewer partial records left behind, each
+        Always ``BIO_STEP`` (several records: fewer partial records left behind, each
         costs OpenSSL a "want read" round), never more: the incoming BIO keeps its peak."""
         try:
-            data = _C.recv(self._draw, _TLS_STEP)
+            data = _C.recv(self._draw, BIO_STEP)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:  # a reset: the engine already gave every whole record
@@ -701,7 +697,7 @@ class TCPSocket(ChannelHandler):
                 raise
 
     def _write_tls(self, view: memoryview) -> int:
-        """Direct TLS write: encrypt (``_TLS_STEP`` per engine call: the outgoing BIO keeps
+        """Direct TLS write: encrypt (``BIO_STEP`` per engine call: the outgoing BIO keeps
         its peak) and send; at most one write's remainder is queued, as in plain direct
         mode."""
         total = len(view)
@@ -716,7 +712,7 @@ class TCPSocket(ChannelHandler):
                 self._park(self._write_parker(), deadline)
                 self._check_write()
                 continue
-            n = min(total - off, _TLS_STEP)
+            n = min(total - off, BIO_STEP)
             try:
                 eng.write(view[off:off + n] if n < total else view)
             except (ssl.SSLError, OSError) as exc:

@@ -15,7 +15,9 @@ from reseau_patch import pki
 from reseau_patch.io.alpn import UnhandledAlpnProtocolError
 from reseau_patch.io.bootstrap import ClientBootstrap, ServerBootstrap
 from reseau_patch.io.channel import ChannelHandler, ChannelSlot, Direction
+from reseau_patch.io.message import IoMessage
 from reseau_patch.io.tls import TlsHandler, find_tls_handler
+from reseau_patch.io.tls_engine import BIO_STEP, TlsEngine
 from reseau_patch.io.tls_options import TlsConnectionOptions, TlsContextOptions
 
 WAIT = 10.0
@@ -446,4 +448,38 @@ def test_read_shutdown_delivers_everything_received_past_the_window(lt, certs):
     assert box["shutdown"].wait(WAIT)
     assert len(app.data) == 100 + held  # all of it, not just what fit the window
     assert bytes(app.data) == (bytes(range(256)) * 200)[:100 + held]
+    pair.close()
+
+
+def test_engine_takes_at_most_bio_step_at_once_and_large_transfers_arrive_whole(
+        lt, certs, monkeypatch):
+    """OpenSSL's memory BIOs keep their peak for the connection's life: the handler feeds
+    the engine and encrypts at most BIO_STEP at a time, with messages far larger than that
+    in both directions, and every byte still arrives in order."""
+    payload = bytes(range(256)) * (5 * BIO_STEP // 256) + b"tail"  # 5 steps and a bit
+    sizes: dict[str, list[int]] = {"write": [], "receive_data": []}
+    for name in sizes:
+        real = getattr(TlsEngine, name)
+
+        def spy(engine, data, _real=real, _seen=sizes[name]):
+            _seen.append(len(data))
+            return _real(engine, data)
+
+        monkeypatch.setattr(TlsEngine, name, spy)
+    pair = Pair(lt, _server(certs), App)
+    app = App()
+    box = pair.connect(_client(certs), app)
+    assert box["error"] is None
+    assert pair.server_ready.wait(WAIT)
+    server_app = pair.server_channels[0].last.handler
+
+    def send_one_message():  # as TCPSocket sends a large write: one message owning it
+        app.slot.send_message(IoMessage.owning(payload), Direction.WRITE)
+
+    lt.call(send_one_message)
+    _until(lambda: len(server_app.data) == len(payload))
+    assert bytes(server_app.data) == payload
+    assert max(sizes["write"]) == BIO_STEP  # the 5-step write was cut into steps
+    assert max(sizes["receive_data"]) <= BIO_STEP
+    _shutdown(lt, box)
     pair.close()
