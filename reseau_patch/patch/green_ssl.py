@@ -36,7 +36,7 @@ from typing import Any
 
 from gevent.monkey import get_original
 
-from ..io.tls_engine import BIO_STEP, TlsEngine
+from ..io.tls_engine import BIO_STEP, RECV_STEP, TlsEngine
 from .green_socket import GreenSocket, _yield_to_hub, byte_view
 from .waiting import READ, WRITE
 
@@ -52,8 +52,8 @@ _WantRead = ssl.SSLWantReadError
 _SSL_ERROR_EOF = ssl.SSL_ERROR_EOF
 
 #: Kernel reads of a blocking socket ask for this much (at least 64 KiB, as the issue asks),
-#: the size of the shared buffers; no more than the engine should take at once.
-_READ_MAX = BIO_STEP
+#: the size of the shared buffers.
+_READ_MAX = RECV_STEP
 #: Plaintext encrypted per step: bounds the ciphertext the outgoing BIO holds.
 _WRITE_CHUNK = BIO_STEP
 #: Reusable receive buffers; list pop/append are atomic, so threads never share one.

@@ -77,7 +77,7 @@ from ..io.message import MAX_FRAGMENT, IoMessage
 from ..io.socket import Socket, os_error
 from ..io.socket_handler import SocketHandler
 from ..io.tls import TlsHandler, TlsState
-from ..io.tls_engine import BIO_STEP, TlsEngine
+from ..io.tls_engine import BIO_STEP, RECV_STEP, TlsEngine
 from .addresses import IPAddr, sockaddr_to_inetaddr
 from .parking import TIMED_OUT, Parker, in_hub
 
@@ -598,10 +598,10 @@ class TCPSocket(ChannelHandler):
     def _tls_recv(self) -> bool:
         """One kernel read (several records) into the engine; False on EAGAIN.
 
-        Always ``BIO_STEP`` (several records: fewer partial records left behind, each
-        costs OpenSSL a "want read" round), never more: the incoming BIO keeps its peak."""
+        Always ``RECV_STEP`` (whole records: fewer partial ones left behind, each costs
+        OpenSSL a "want read" round), never more: the incoming BIO keeps its peak."""
         try:
-            data = _C.recv(self._draw, BIO_STEP)
+            data = _C.recv(self._draw, RECV_STEP)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:  # a reset: the engine already gave every whole record
