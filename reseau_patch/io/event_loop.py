@@ -1022,7 +1022,8 @@ class EventLoop:
         # Freed without close(): gevent drops a finished thread-pool worker's hub that way.
         # Its epoll object closes itself when freed; the wake-up fd is a bare int and would
         # stay open. No thread rule here: nothing can be running a loop being freed.
-        if not self._closed and getattr(self, "_poller", None) is not None:
+        # (getattr: __init__ may have raised before either was set, e.g. a bad backend.)
+        if not getattr(self, "_closed", True) and getattr(self, "_poller", None) is not None:
             self._closed = True
             try:
                 self._release_fds()

@@ -3,8 +3,10 @@ refs, error routing and teardown. Every wait is bounded; nothing asserts tight t
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -712,6 +714,36 @@ def test_watcher_rejects_bad_arguments(loop: EventLoop) -> None:
         Hook(loop, "bogus")
     with pytest.raises(ValueError, match="'kqueue9'"):
         EventLoop(backend="kqueue9")
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_loop_freed_unclosed_releases_its_fds_and_a_failed_one_is_quiet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gevent frees a finished thread-pool worker's hub without closing its loop; a loop
+    whose __init__ raised (a bad backend) has nothing to release and must not complain."""
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    def open_fds() -> set[int]:  # without listdir's own, closed by the time we look
+        return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+
+    before = open_fds()
+    lp = EventLoop()
+    fds = open_fds() - before
+    assert lp.fileno() in fds and len(fds) >= 2  # the epoll fd and the wake-up fd
+    del lp
+    gc.collect()
+    assert not any(_is_open(fd) for fd in fds)
+    with pytest.raises(ValueError, match="'kqueue9'"):
+        EventLoop(backend="kqueue9")
+    gc.collect()
+    assert unraisable == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
