@@ -5,7 +5,9 @@ Server and client share the process (and, for reseau-io, one EventLoop thread); 
 * ``pingpong``: one connection, a 64-byte message sent only after the previous echo fully
   arrived; round trips per second after a warm-up;
 * ``bulk``: one connection, the sender streams ``BULK_MIB`` MiB while the receiver reads
-  the echo back concurrently; MB/s (10**6 bytes) of payload through the echo.
+  the echo back concurrently; MB/s (10**6 bytes) of payload through the echo. Every
+  client writes ``CHUNK`` (64 KiB) per call and copies nothing: ``sendall`` of a view,
+  ``transport.write`` of one block, a channel message owning a view of the block.
 
 gevent rows use gevent's own sockets and StreamServer on that loop (nothing patched).
 """
@@ -98,18 +100,19 @@ def run_reseau(rounds: int, warmup: int, nbytes: int, timeout: float) -> Result:
                 self.send(slot)
 
     class Bulk(ChannelHandler):
-        """Streams ``nbytes`` with at most 1 MiB queued, half-closes, counts the echo."""
+        """Streams ``nbytes`` in ``CHUNK`` messages with at most 1 MiB queued, half-closes,
+        counts the echo."""
 
         def __init__(self) -> None:
             self.sent = self.unacked = self.received = 0
             self.t0 = self.t1 = 0.0
-            self.block = memoryview(bytes(range(256)) * 64)  # one 16 KiB message
+            self.block = memoryview(bytes(range(256)) * (CHUNK // 256))
             self.done = threading.Event()
 
         def pump(self, slot: ChannelSlot) -> None:
             while self.sent < nbytes and self.unacked < (1 << 20):
-                msg = slot.acquire_message(nbytes - self.sent)
-                n = msg.fill(self.block[: nbytes - self.sent])
+                msg = IoMessage.owning(self.block[: nbytes - self.sent])
+                n = msg.len
                 self.sent += n
                 self.unacked += n
                 msg.on_completion = lambda err, n=n: self.written(slot, n, err)
