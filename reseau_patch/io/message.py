@@ -109,6 +109,22 @@ class MessagePool:
             msg = _Slice(msg, size_hint)
         return msg
 
+    def acquire_read(self, size_hint: int) -> IoMessage:
+        """A whole pooled buffer (len 0) of at least ``min(size_hint, LARGE_FRAGMENT)``
+        bytes, maybe more: for a reader that limits its own read (``recv_into(buf, n)``)
+        and so needs no exactly-sized view (:meth:`acquire_large` makes one per call)."""
+        if size_hint <= _SMALL:
+            free, cap = self._small, _SMALL
+        elif size_hint <= self.fragment:
+            free, cap = self._big, self.fragment
+        else:
+            free, cap = self._large, LARGE_FRAGMENT
+        msg = free.pop() if free else IoMessage(cap)
+        msg._pool = self
+        msg.len = 0
+        self.outstanding += 1
+        return msg
+
     def _give_back(self, msg: IoMessage) -> None:
         self.outstanding -= 1
         if isinstance(msg, _Slice):

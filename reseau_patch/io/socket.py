@@ -370,12 +370,13 @@ class Socket:
         """Whether read interest is registered right now."""
         return self._read_watcher is not None and self._read_watcher.active
 
-    def read_into(self, buf: memoryview | bytearray) -> int | None:
-        """One ``recv_into``: bytes read, 0 at EOF, ``None`` if it would block."""
+    def read_into(self, buf: memoryview | bytearray, nbytes: int = 0) -> int | None:
+        """One ``recv_into`` of at most ``nbytes`` (0: ``len(buf)``): bytes read, 0 at EOF,
+        ``None`` if it would block."""
         if self.state is SocketState.CLOSED:
             raise os_error(errno.EBADF, "socket is closed")
         try:
-            n = _C.recv_into(self._sock, buf)
+            n = _C.recv_into(self._sock, buf, nbytes)
         except (BlockingIOError, InterruptedError):
             return None
         self.bytes_read += n
@@ -400,11 +401,29 @@ class Socket:
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
+        total = len(view)
         if self._writes:
-            self._writes.append([view, on_complete, len(view)])
-        else:
-            self._writes = deque(([view, on_complete, len(view)],))
-            self._flush_writes()
+            self._writes.append([view, on_complete, total])
+            return
+        # Nothing queued: send at once, and queue only what the kernel did not take (a
+        # write that fits costs no queue entry; its completion still runs later).
+        sent = 0
+        if total:
+            try:
+                sent = _C.send(self._sock, view[:_SEND_MAX] if total > _SEND_MAX else view)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._writes = deque(([view, on_complete, total],))
+                self._fail_writes(exc)
+                return
+            self.bytes_written += sent
+        if sent == total:
+            if on_complete is not None:
+                self.loop.call_soon(on_complete, None, total)
+            return
+        self._writes = deque(([view[sent:], on_complete, total],))
+        self._flush_writes()
 
     def send_now(self, view: memoryview) -> int:
         """Send what the kernel takes right now, only if nothing is queued ahead (loop-only).

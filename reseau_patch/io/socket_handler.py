@@ -4,7 +4,7 @@ Reading (design brief §4, adapted to level-triggered readiness):
 
 * Each readiness report reads up to ``min(max_read, downstream window)`` bytes (default
   :data:`MAX_READ_PER_EVENT`, 256 KiB), each ``recv`` into one pooled message of up to
-  256 KiB (``MessagePool.acquire_large``), sent right as it is filled.
+  256 KiB (``MessagePool.acquire_read``), sent right as it is filled.
   Leftover data keeps the fd readable, so the next tick reports it again: that is the
   fairness rule (one connection cannot monopolise a tick) without a re-read task. A
   short read drained the kernel: it ends the turn (no ``recv`` that would only say EAGAIN).
@@ -93,9 +93,10 @@ class SocketHandler(ChannelHandler):
         sock = self.socket
         pool = slot.channel.pool
         while total < budget:
-            msg = pool.acquire_large(budget - total)
+            msg = pool.acquire_read(budget - total)
+            limit = min(budget - total, len(msg.buf))
             try:
-                n = sock.read_into(msg.buf)
+                n = sock.read_into(msg.buf, limit)
             except OSError as exc:
                 msg.release()
                 sock.unsubscribe_readable()
@@ -112,7 +113,7 @@ class SocketHandler(ChannelHandler):
                 break
             msg.len = n
             total += n
-            short = n < len(msg.buf)
+            short = n < limit
             slot.send_message(msg, Direction.READ)
             if short or self.shutting_down:
                 break  # a short read drained the kernel: another recv would be EAGAIN

@@ -219,6 +219,31 @@ def test_write_completion_is_never_synchronous(lt, box):
     _close(lt, client, server, lst)
 
 
+def test_completions_run_in_write_order_with_each_writes_length(lt, box):
+    """A write the kernel takes at once (no queue entry) and writes that queue behind a
+    big one complete in write order, each with its own length; the bytes keep order."""
+    lst = _listener(lt)
+    client, _ = _connect(lt, box, lst.local_address())
+    server = _accept_one(lt, box, lst)
+    big = bytes(range(256)) * (128 << 10)  # 32 MiB: more than the socket buffers hold
+    order = []
+    done = box()
+
+    def writes():
+        client.write(b"first", lambda e, n: order.append(("first", e, n)))
+        client.write(big, lambda e, n: order.append(("big", e, n)))
+        queued = client.write_queue_bytes
+        client.write(b"last", lambda e, n: (order.append(("last", e, n)), done.set(True)))
+        return queued, list(order)
+    queued, ran_inside = lt.call(writes)
+    assert queued > 0 and ran_inside == []
+    got = _read_all(lt, server, box, want=len(big) + 9)
+    assert done.wait()
+    assert order == [("first", None, 5), ("big", None, len(big)), ("last", None, 4)]
+    assert got == b"first" + big + b"last"
+    _close(lt, client, server, lst)
+
+
 def test_close_cancels_pending_writes(lt, box):
     lst = _listener(lt)
     client, _ = _connect(lt, box, lst.local_address())
