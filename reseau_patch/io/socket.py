@@ -412,7 +412,9 @@ class Socket:
             try:
                 sent = _C.send(self._sock, view[:_SEND_MAX] if total > _SEND_MAX else view)
             except (BlockingIOError, InterruptedError):
-                pass
+                self._writes = deque(([view, on_complete, total],))
+                self._arm_write_watcher()  # the kernel is full: no second try this tick
+                return
             except OSError as exc:
                 self._writes = deque(([view, on_complete, total],))
                 self._fail_writes(exc)
@@ -480,10 +482,7 @@ class Socket:
             if entry[1] is not None:
                 loop.call_soon(entry[1], None, entry[2])
         if writes:
-            if self._write_watcher is None:
-                self._write_watcher = self._watcher(WRITE)
-            if not self._write_watcher.active:
-                self._write_watcher.start(self._flush_writes)
+            self._arm_write_watcher()
             return
         self._writes = ()
         if self._write_watcher is not None and self._write_watcher.active:
@@ -491,6 +490,12 @@ class Socket:
         if self._shut_wr_pending:
             self._shut_wr_pending = False
             self._do_shutdown_wr()
+
+    def _arm_write_watcher(self) -> None:
+        if self._write_watcher is None:
+            self._write_watcher = self._watcher(WRITE)
+        if not self._write_watcher.active:
+            self._write_watcher.start(self._flush_writes)
 
     def _fail_writes(self, exc: OSError) -> None:
         self._write_error = exc

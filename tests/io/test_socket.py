@@ -244,6 +244,31 @@ def test_completions_run_in_write_order_with_each_writes_length(lt, box):
     _close(lt, client, server, lst)
 
 
+def test_write_into_a_full_kernel_buffer_waits_for_writable(lt, box):
+    """Nothing queued but the kernel full (EAGAIN): the write queues, completes once the
+    peer drains, and its bytes follow the ones already in the kernel."""
+    lst = _listener(lt)
+    client, _ = _connect(lt, box, lst.local_address())
+    server = _accept_one(lt, box, lst)
+    done = box()
+
+    def fill_then_write():
+        filler = 0
+        while True:  # fill the send and receive buffers behind the Socket's back
+            try:
+                filler += client.raw.send(b"f" * 65536)
+            except BlockingIOError:
+                break
+        client.write(b"tail", lambda e, n: done.set((e, n)))
+        return filler, client.write_queue_bytes
+    filler, queued = lt.call(fill_then_write)
+    assert queued == 4
+    got = _read_all(lt, server, box, want=filler + 4)
+    assert done.wait() == (None, 4)
+    assert got == b"f" * filler + b"tail"
+    _close(lt, client, server, lst)
+
+
 def test_close_cancels_pending_writes(lt, box):
     lst = _listener(lt)
     client, _ = _connect(lt, box, lst.local_address())
