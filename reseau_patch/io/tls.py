@@ -356,7 +356,7 @@ class TlsHandler(ChannelHandler):
             # begun: one message takes it all (up to 256 KiB), record after record.
             cap = min(LARGE_FRAGMENT,
                       eng.incoming_pending() + eng.pending() + MAX_FRAGMENT)
-            msg = pool.acquire_large(cap)
+            msg = pool.acquire_read(cap)  # whole buffer: reads below stop at cap
             view = memoryview(msg.buf)
             off = 0
             while off < cap:
