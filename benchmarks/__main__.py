@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
 
 
+def regenerate_command(rounds: int, quick: bool) -> str:
+    """The command that reruns every workload as this run did (what RESULTS.md's first
+    line names: a run of a subset regenerates only its own sections)."""
+    return shlex.join(["python", "-m", "benchmarks", *(["--quick"] if quick else []),
+                       "--rounds", str(rounds)])
+
+
 def main_args(args: argparse.Namespace, command: str) -> int:
     from . import report
 
@@ -70,7 +77,7 @@ def main_args(args: argparse.Namespace, command: str) -> int:
     if md is None:
         md = HERE / "RESULTS.md" if args.out == HERE / "results" else args.out / "RESULTS.md"
     docs = load_saved(args.out)
-    report.write_markdown(docs, md, command)
+    report.write_markdown(docs, md, regenerate_command(rounds, args.quick))
     if md == HERE / "RESULTS.md":  # the committed results: the README shows their headline
         report.update_readme(docs, HERE.parent / "README.md")
     plots = [] if args.no_plots else report.write_plots(docs, md.parent / report.PLOTS)

@@ -132,6 +132,8 @@ def headline(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def write_markdown(docs: list[dict[str, Any]], path: Path, command: str) -> None:
+    """RESULTS.md from every workload's latest JSON; ``command`` reruns all of them (each
+    section names the command that measured it)."""
     lines = ["# Benchmark results", "",
              f"Regenerate everything (tables, JSON under `results/`, plots): `{command}`",
              "(`--rounds N` for more rounds, `--quick` for a smoke run, names to run a subset;",

@@ -159,6 +159,18 @@ def test_aggregate_best_median_and_ratio_follow_each_metrics_direction() -> None
     assert "| sleep(0), µs ↓ | 3.00 (1.00×) | 3.00 (1.00×) | — | — | — |" in text
 
 
+def test_results_name_the_whole_run_after_a_subset_run() -> None:
+    """RESULTS.md's first line says how to regenerate everything, not the subset that ran
+    last (each section names its own command); the committed file agrees."""
+    from benchmarks.__main__ import regenerate_command
+
+    assert regenerate_command(7, False) == "python -m benchmarks --rounds 7"
+    assert regenerate_command(1, True) == "python -m benchmarks --quick --rounds 1"
+    first = next(line for line in (ROOT / "benchmarks" / "RESULTS.md").read_text().splitlines()
+                 if line.startswith("Regenerate everything"))
+    assert "`python -m benchmarks --rounds " in first, first
+
+
 def test_readme_headline_is_the_committed_results_headline(tmp_path: Path) -> None:
     """The README's table is regenerated with RESULTS.md, between its markers, from the
     saved JSON; what surrounds the markers is kept. The committed pair agrees."""
