@@ -21,10 +21,6 @@ HOT_MODULES = {
     "reseau_patch.io._event_loop_c": "reseau_patch/io/event_loop.py",
     "reseau_patch.hub._io_watcher_c": "reseau_patch/hub/io_watcher.py",
     "reseau_patch.hub._callbacks_c": "reseau_patch/hub/callbacks.py",
-    "reseau_patch.io._message_c": "reseau_patch/io/message.py",
-    "reseau_patch.io._socket_c": "reseau_patch/io/socket.py",
-    "reseau_patch.io._channel_c": "reseau_patch/io/channel.py",
-    "reseau_patch.io._socket_handler_c": "reseau_patch/io/socket_handler.py",
 }
 
 DIRECTIVES = {

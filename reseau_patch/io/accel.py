@@ -1,9 +1,7 @@
 """Compiled hot paths: swap a module's names for those of its Cython-compiled twin.
 
 The loop's hot modules (``io/poller.py``, ``io/event_loop.py``, ``hub/io_watcher.py``,
-``hub/callbacks.py``) and the channel path's (``io/message.py``, ``io/socket.py``,
-``io/channel.py``, ``io/socket_handler.py``: no ``.pxd`` yet, so plain Python classes whose
-methods are compiled) are plain Python (the compiled poller alone adds C of its own: its
+``hub/callbacks.py``) are plain Python (the compiled poller alone adds C of its own: its
 ``epoll_wait``, in ``_poller_c.pxd``).
 ``pip install -e .`` also compiles each with Cython (pure-Python mode, typing in the ``.pxd``
 beside it, named after the extension) into an extension with its own name, e.g.
@@ -36,10 +34,6 @@ ACCELERATED = {
     "reseau_patch.io.event_loop": "reseau_patch.io._event_loop_c",
     "reseau_patch.hub.io_watcher": "reseau_patch.hub._io_watcher_c",
     "reseau_patch.hub.callbacks": "reseau_patch.hub._callbacks_c",
-    "reseau_patch.io.message": "reseau_patch.io._message_c",
-    "reseau_patch.io.socket": "reseau_patch.io._socket_c",
-    "reseau_patch.io.channel": "reseau_patch.io._channel_c",
-    "reseau_patch.io.socket_handler": "reseau_patch.io._socket_handler_c",
 }
 
 # Module identity stays the pure module's: only the code and the objects it defines swap.

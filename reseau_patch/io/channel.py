@@ -601,10 +601,3 @@ class Channel:
     def __repr__(self) -> str:
         names = [type(s.handler).__name__ for s in self.slots()]
         return f"<Channel {self.state.value} {'→'.join(names)}>"
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from .accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.io._channel_c")

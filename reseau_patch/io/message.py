@@ -153,10 +153,3 @@ class _Slice(IoMessage):
         self.on_completion = None
         self._pool = parent._pool
         parent._pool = None
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from .accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.io._message_c")

@@ -590,10 +590,3 @@ class Socket:
 
     def __repr__(self) -> str:
         return f"<Socket fd={self._fd} {self.options.domain.name} {self.state.value}>"
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from .accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.io._socket_c")

@@ -176,10 +176,3 @@ class SocketHandler(ChannelHandler):
     def destroy(self) -> None:
         if not self.socket.closed and not self.socket.loop.closed:
             self.socket.close()
-
-
-# Last statement: the Cython-compiled twin's names replace the ones above, unless pure
-# Python is requested or it was not built (see io/accel.py).
-from .accel import import_c_accel  # noqa: E402
-
-import_c_accel(globals(), "reseau_patch.io._socket_handler_c")

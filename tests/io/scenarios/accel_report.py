@@ -4,15 +4,10 @@ The io/ modules are imported first and alone, so ``gevent_after_io`` says whethe
 in gevent or greenlet (it must not, compiled or not).
 """
 
-import importlib
 import json
 import sys
 
 from reseau_patch.io import accel, event_loop
-
-for _name in accel.ACCELERATED:
-    if ".io." in _name:
-        importlib.import_module(_name)
 
 report = {
     "gevent_after_io": sorted(m for m in ("gevent", "greenlet") if m in sys.modules),
